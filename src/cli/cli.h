@@ -1,0 +1,46 @@
+/*
+ * Shared pieces of the kiln command-line program: the command table entry,
+ * input reading and error reporting. Only the program (src/cli/) prints.
+ */
+#ifndef KILN_CLI_H
+#define KILN_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "kiln/error.h"
+
+/* Exit codes, as documented in `kiln --help`. */
+#define KILN_EXIT_OK      0
+#define KILN_EXIT_INVALID 1
+#define KILN_EXIT_USAGE   2
+
+struct kiln_cmd {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+    const char *help; /* full help text, printed by `kiln help CMD` and `CMD --help` */
+};
+
+extern const struct kiln_cmd kiln_cmd_spec;
+extern const struct kiln_cmd kiln_cmd_dockerfile;
+
+/* Print "kiln: <msg>" to stderr and return the exit code of the error's category. */
+int cli_fail(const struct kiln_error *err);
+/* Print "kiln <cmd>: <msg>" + a hint to run --help, and return KILN_EXIT_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * Read all of FILE ("-" is standard input), at most `max` bytes.
+ * *ret is NUL-terminated, the caller frees it.
+ */
+int cli_read_file(const char *path, size_t max, char **ret, size_t *ret_len,
+                  struct kiln_error **err);
+
+/* Print a command's help text to stdout. */
+void cli_print_help(const struct kiln_cmd *cmd);
+
+/* True when argv holds -h or --help before any "--". */
+bool cli_wants_help(int argc, char **argv);
+
+#endif
