@@ -209,6 +209,10 @@ static void load_packages(struct loadctx *c, struct kiln_spec *s, const json_t *
         if (!list || json_is_null(list))
             continue;
         if (json_is_string(list)) {
+            if (strlen(json_string_value(list)) != json_string_length(list)) {
+                problem(c, 0, path, "must not contain a NUL byte");
+                continue;
+            }
             load_pkg_text(s, k, json_string_value(list), json_string_length(list));
         } else if (json_is_array(list)) {
             size_t i;
@@ -220,6 +224,11 @@ static void load_packages(struct loadctx *c, struct kiln_spec *s, const json_t *
                 if (!json_is_string(item)) {
                     _cleanup_free_ char *ipath = kiln_xasprintf("%s[%zu]", path, i);
                     problem(c, 0, ipath, "must be a string");
+                    continue;
+                }
+                if (strlen(json_string_value(item)) != json_string_length(item)) {
+                    _cleanup_free_ char *ipath = kiln_xasprintf("%s[%zu]", path, i);
+                    problem(c, 0, ipath, "must not contain a NUL byte");
                     continue;
                 }
                 add_pkg(s, k, json_string_value(item), json_string_length(item), 0);

@@ -187,7 +187,7 @@ static int check_start(struct parser *p)
 
     if (s[0] == '-') {
         size_t n = 0;
-        while (n < len && n < QUOTE_MAX && s[n] != ' ' && s[n] != '=')
+        while (n < len && n < QUOTE_MAX && (s[n] == '-' || s[n] == '_' || is_alnum(s[n])))
             n++;
         return kiln_error_set(p->err, KILN_EINVAL, 0, "options such as '%.*s' are not allowed",
                               (int)n, s);
@@ -374,6 +374,57 @@ static int parse_versionspec(struct parser *p, char **ret_spec)
     return 0;
 }
 
+static int fail_url_char(struct parser *p, size_t at)
+{
+    if (p->s[at] == ';')
+        return kiln_error_set(p->err, KILN_EINVAL, 0,
+                              "unexpected ';' at offset %zu (a marker after a url needs a space "
+                              "before ';')",
+                              at);
+    return kiln_error_set(p->err, KILN_EINVAL, 0, "unexpected '%c' in url at offset %zu", p->s[at],
+                          at);
+}
+
+/*
+ * authority = host [':' port] in s[from, to): a DNS name or IPv4 address as
+ * host (no IPv6 literals, no escapes). A userinfo ("user:token@") is refused:
+ * credentials in a spec would end up in logs, job records and image history.
+ */
+static int check_authority(struct parser *p, size_t from, size_t to)
+{
+    size_t end = from, at = 0, nat = 0;
+    while (end < to && !in_set(p->s[end], "/?#")) {
+        if (p->s[end] == '@') {
+            at = end;
+            nat++;
+        }
+        end++;
+    }
+    if (nat > 1)
+        return fail_url_char(p, at);
+    if (nat)
+        return kiln_error_set(p->err, KILN_EINVAL, 0,
+                              "credentials in a url are not allowed (offset %zu); configure the "
+                              "index credentials in kiln instead",
+                              from);
+    size_t host = nat ? at + 1 : from;
+    size_t k = host;
+    while (k < end && (is_alnum(p->s[k]) || p->s[k] == '-' || p->s[k] == '.'))
+        k++;
+    if (k == host || !is_alnum(p->s[host]) || !is_alnum(p->s[k - 1]))
+        return kiln_error_set(p->err, KILN_EINVAL, 0, "expected a host name at offset %zu", host);
+    if (k < end && p->s[k] == ':') {
+        size_t port = ++k;
+        while (k < end && is_digit(p->s[k]))
+            k++;
+        if (k == port || k - port > 5)
+            return kiln_error_set(p->err, KILN_EINVAL, 0, "expected a port at offset %zu", port);
+    }
+    if (k < end)
+        return fail_url_char(p, k);
+    return 0;
+}
+
 /* urlspec = '@' wsp* URI; the '@' is current. The URL ends at a space or the end. */
 static int parse_url(struct parser *p, char **ret_url)
 {
@@ -395,18 +446,12 @@ static int parse_url(struct parser *p, char **ret_url)
         return kiln_error_set(p->err, KILN_EINVAL, 0, "url must use https");
 
     size_t host = strlen("https://");
-    if (host >= n || in_set(u[host], "/?#@:"))
-        return kiln_error_set(p->err, KILN_EINVAL, 0, "expected a host name at offset %zu",
-                              start + host);
+    int r = check_authority(p, start + host, start + n);
+    if (r < 0)
+        return r;
     for (size_t k = host; k < n; k++) {
-        if (u[k] == ';')
-            return kiln_error_set(p->err, KILN_EINVAL, 0,
-                                  "unexpected ';' at offset %zu (a marker after a url needs a "
-                                  "space before ';')",
-                                  start + k);
         if (!is_url_char(u[k]))
-            return kiln_error_set(p->err, KILN_EINVAL, 0, "unexpected '%c' in url at offset %zu",
-                                  u[k], start + k);
+            return fail_url_char(p, start + k);
         if (u[k] == '%' && (k + 2 >= n || !is_hex(u[k + 1]) || !is_hex(u[k + 2])))
             return kiln_error_set(p->err, KILN_EINVAL, 0,
                                   "'%%' must start an escape such as '%%20' at offset %zu",

@@ -38,7 +38,10 @@ struct kiln_pip_req {
     char *marker;            /* the marker text after ';', trimmed, or NULL */
 };
 
-#define KILN_PIP_REQ_INIT {NULL, KILN_STRV_INIT, NULL, NULL, NULL}
+#define KILN_PIP_REQ_INIT                                                                          \
+    {                                                                                              \
+        NULL, KILN_STRV_INIT, NULL, NULL, NULL                                                     \
+    }
 
 /*
  * Parse `s` (NUL-terminated). On success fills *ret (which the caller

@@ -195,6 +195,11 @@ static void all_problems(void)
                     (const char *const[]){"packages.apt[0]", "is not a valid", "packages.pip[0]",
                                           "is not a valid", "packages.conda[0]", "is not a valid",
                                           NULL});
+    expect_problems(
+        "NUL bytes",
+        "name: a\nbaseImage: b\npackages: "
+        "{apt: [\"curl\\0; rm -rf /\"], pip: \"x\\0y\"}\n",
+        (const char *const[]){"packages.apt[0]", "NUL byte", "packages.pip", "NUL byte", NULL});
     expect_problems("empty package in a list", "name: a\nbaseImage: b\npackages: {apt: ['']}\n",
                     (const char *const[]){"packages.apt[0]", "empty package", NULL});
 }

@@ -77,8 +77,11 @@ static const struct good goods[] = {
     {"name @ https://example.com/x.whl", "name", "", NULL, "https://example.com/x.whl", NULL},
     {"pip[test] @ https://github.com/pypa/pip/archive/22.0.2.zip ; python_version >= '3.7'", "pip",
      "test", NULL, "https://github.com/pypa/pip/archive/22.0.2.zip", "python_version >= '3.7'"},
-    {"x @ https://user@files.example.com:8443/a/x-1.0.tar.gz?q=1,2+3#sha256=0a1b%2Fc~", "x", "",
-     NULL, "https://user@files.example.com:8443/a/x-1.0.tar.gz?q=1,2+3#sha256=0a1b%2Fc~", NULL},
+    {"x @ https://files.example.com:8443/a/x-1.0.tar.gz?q=1,2+3#sha256=0a1b%2Fc~", "x", "", NULL,
+     "https://files.example.com:8443/a/x-1.0.tar.gz?q=1,2+3#sha256=0a1b%2Fc~", NULL},
+    {"x@https://1.2.3.4:443/simple/x/x-1.0.whl", "x", "", NULL,
+     "https://1.2.3.4:443/simple/x/x-1.0.whl", NULL},
+    {"x @ HTTPS://Example.COM", "x", "", NULL, "HTTPS://Example.COM", NULL},
 };
 
 /* An invalid requirement and the exact error message. */
@@ -182,6 +185,25 @@ static const struct bad bads[] = {
      "unexpected ';' at offset 22 (a marker after a url needs a space before ';')"},
     {"name @ https://x/y.whl extra", "unexpected 'e' at offset 23"},
     {"name>=1 @ https://x/y.whl", "unexpected '@' at offset 8"},
+    {"name @ https://x;python_version<'3'",
+     "unexpected ';' at offset 16 (a marker after a url needs a space before ';')"},
+    {"name @ https://~x/", "expected a host name at offset 15"},
+    {"name @ https://-x/", "expected a host name at offset 15"},
+    {"name @ https://x-/", "expected a host name at offset 15"},
+    {"name @ https://[::1]/x.whl", "expected a host name at offset 15"},
+    {"name @ https://a@b@c/x.whl", "unexpected '@' in url at offset 18"},
+    {"name @ https://pypi.org@/x.whl", "credentials in a url are not allowed (offset 15); "
+                                       "configure the index credentials in kiln instead"},
+    {"x @ https://user:token@files.example.com/x.whl",
+     "credentials in a url are not allowed (offset 12); configure the index credentials in kiln "
+     "instead"},
+    {"name @ https://host_x/", "unexpected '_' in url at offset 19"},
+    {"name @ https://x:/", "expected a port at offset 17"},
+    {"name @ https://x:123456/", "expected a port at offset 17"},
+    {"name @ https://x:80a/", "unexpected 'a' in url at offset 19"},
+    {"name @ https://u$x/", "unexpected '$' in url at offset 16"},
+    {"-e\"2", "options such as '-e' are not allowed"},
+    {"-", "options such as '-' are not allowed"},
 };
 
 static char *joined(const struct kiln_strv *v)
