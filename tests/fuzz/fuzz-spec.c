@@ -10,6 +10,11 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+static bool same_opt(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct kiln_diags diags = KILN_DIAGS_INIT;
@@ -32,7 +37,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             struct kiln_spec *t = NULL;
             if (kiln_spec_parse(out.buf, out.len, &t, NULL, &err) < 0)
                 abort(); /* kiln must read what it writes */
-            if (!kiln_spec_same_build(s, t) || strcmp(s->name, t->name) != 0)
+            if (!kiln_spec_same_build(s, t) || strcmp(s->name, t->name) != 0 ||
+                !same_opt(s->description, t->description) ||
+                !same_opt(s->pull_secret, t->pull_secret) ||
+                !same_opt(s->update_time, t->update_time))
                 abort();
             kiln_spec_free(t);
             kiln_buf_release(&out);
