@@ -25,8 +25,8 @@ static bool is_alg_sep(char c)
 
 static bool is_encoded_char(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '=' || c == '_' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '=' ||
+           c == '_' || c == '-';
 }
 
 /* Length of the registered algorithm's hex part, or 0 when not registered. */
@@ -159,8 +159,7 @@ int kiln_digest_verifier_init(struct kiln_digest_verifier *v, const char *expect
         memcpy(v->expected, expected_digest, strlen(expected_digest) + 1);
     }
     if (expected_size < -1)
-        return kiln_error_set(err, KILN_EINVAL, 0, "invalid expected size %" PRId64,
-                              expected_size);
+        return kiln_error_set(err, KILN_EINVAL, 0, "invalid expected size %" PRId64, expected_size);
     v->expected_size = expected_size;
     kiln_sha256_init(&v->h);
     return 0;

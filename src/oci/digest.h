@@ -83,11 +83,11 @@ char *kiln_digest_of(const void *data, size_t len);
  */
 struct kiln_digest_verifier {
     struct kiln_sha256 h;
-    uint64_t n;                         /* bytes seen */
-    int64_t expected_size;              /* -1: not checked */
-    char expected[KILN_DIGEST_BUFSZ];   /* "": not checked */
-    char actual[KILN_DIGEST_BUFSZ];     /* set by _check() */
-    bool done;                          /* _check() was called */
+    uint64_t n;                       /* bytes seen */
+    int64_t expected_size;            /* -1: not checked */
+    char expected[KILN_DIGEST_BUFSZ]; /* "": not checked */
+    char actual[KILN_DIGEST_BUFSZ];   /* set by _check() */
+    bool done;                        /* _check() was called */
 };
 
 int kiln_digest_verifier_init(struct kiln_digest_verifier *v, const char *expected_digest,

@@ -6,11 +6,11 @@
 #include "oci/manifest.h"
 #include "util/diag.h"
 
-#define QUOTE_MAX    80
-#define PATH_BUF     64
-#define URL_MAX_LEN  4096
-#define MT_PART_MAX  127 /* RFC 6838 restricted-name */
-#define CT_MAX_LEN   256 /* longest Content-Type looked at */
+#define QUOTE_MAX   80
+#define PATH_BUF    64
+#define URL_MAX_LEN 4096
+#define MT_PART_MAX 127 /* RFC 6838 restricted-name */
+#define CT_MAX_LEN  256 /* longest Content-Type looked at */
 
 /* ---- errors ---------------------------------------------------------------------------- */
 
@@ -18,9 +18,8 @@
  * Set *err to "<path>.<key>: <message>" (either part may be missing) and
  * return -code.
  */
-__attribute__((format(printf, 5, 6))) static int fail(struct kiln_error **err, int code,
-                                                      const char *path, const char *key,
-                                                      const char *fmt, ...)
+__attribute__((format(printf, 5, 6))) static int
+fail(struct kiln_error **err, int code, const char *path, const char *key, const char *fmt, ...)
 {
     if (!err)
         return -code;
@@ -118,8 +117,7 @@ static char *normalize_content_type(const char *ct)
 static bool is_generic_content_type(const char *ct)
 {
     return !ct || !*ct || strcmp(ct, "application/json") == 0 || strcmp(ct, "text/plain") == 0 ||
-           strcmp(ct, "application/octet-stream") == 0 ||
-           strcmp(ct, "binary/octet-stream") == 0;
+           strcmp(ct, "application/octet-stream") == 0 || strcmp(ct, "binary/octet-stream") == 0;
 }
 
 enum kiln_manifest_kind kiln_manifest_kind_of(const char *media_type)
@@ -406,8 +404,7 @@ static int parse_annotations(json_t *obj, const char *path, json_t **ret, struct
             return fail(err, KILN_EINVAL, path, "annotations", "empty key");
         if (!json_is_string(val)) {
             _cleanup_free_ char *q = err ? quote(k) : NULL;
-            return fail(err, KILN_EINVAL, path, "annotations", "value of '%s' must be a string",
-                        q);
+            return fail(err, KILN_EINVAL, path, "annotations", "value of '%s' must be a string", q);
         }
     }
     *ret = json_incref(v);
@@ -600,8 +597,8 @@ static int manifest_from_json(json_t *root, struct kiln_manifest *ret, struct ki
     else
         r = parse_descriptor(config, "config", &m.config, err);
     if (r >= 0)
-        r = parse_descriptor_array(root, "layers", KILN_MANIFEST_MAX_LAYERS, &m.layers,
-                                   &m.n_layers, err);
+        r = parse_descriptor_array(root, "layers", KILN_MANIFEST_MAX_LAYERS, &m.layers, &m.n_layers,
+                                   err);
     if (r >= 0)
         r = parse_subject(root, &m.subject, err);
     if (r >= 0)
@@ -684,8 +681,8 @@ static int detect_kind(json_t *root, const char *content_type, enum kiln_manifes
             return schema1(err);
         if (ct_kind == KILN_KIND_UNKNOWN) {
             _cleanup_free_ char *q = err ? quote(ct) : NULL;
-            return kiln_error_set(err, KILN_EUNSUPPORTED, 0,
-                                  "unsupported manifest media type '%s'", q);
+            return kiln_error_set(err, KILN_EUNSUPPORTED, 0, "unsupported manifest media type '%s'",
+                                  q);
         }
     }
     if (!json_is_object(root))
@@ -723,8 +720,8 @@ static int detect_kind(json_t *root, const char *content_type, enum kiln_manifes
     bool has_config = json_object_get(root, "config") || json_object_get(root, "layers");
     if (has_manifests && has_config)
         return kiln_error_set(err, KILN_EINVAL, 0,
-                              "ambiguous manifest: both 'manifests' and 'config' or 'layers', "
-                              "and no mediaType");
+                              "ambiguous manifest: no mediaType, and both 'manifests' and "
+                              "'config' or 'layers'");
     if (has_manifests) {
         *ret = KILN_KIND_INDEX;
         return 0;
@@ -796,8 +793,8 @@ int kiln_manifest_parse(const char *data, size_t len, const char *content_type,
     return 0;
 }
 
-int kiln_index_parse(const char *data, size_t len, const char *content_type,
-                     struct kiln_index *ret, struct kiln_error **err)
+int kiln_index_parse(const char *data, size_t len, const char *content_type, struct kiln_index *ret,
+                     struct kiln_error **err)
 {
     enum kiln_manifest_kind kind;
     struct kiln_manifest m;
@@ -1053,19 +1050,19 @@ int kiln_manifest_convert(struct kiln_manifest *m, enum kiln_manifest_format fmt
         return kiln_error_set(err, KILN_EUNSUPPORTED, 0, "a docker manifest has no subject");
     if (docker && m->artifact_type)
         return kiln_error_set(err, KILN_EUNSUPPORTED, 0, "a docker manifest has no artifactType");
-    const char *config = convert_type(m->config.media_type, config_types,
-                                      KILN_ARRAY_SIZE(config_types), fmt);
+    const char *config =
+        convert_type(m->config.media_type, config_types, KILN_ARRAY_SIZE(config_types), fmt);
     if (!config) {
-        _cleanup_free_ char *q = err ? quote(m->config.media_type ? m->config.media_type : "")
-                                     : NULL;
+        _cleanup_free_ char *q =
+            err ? quote(m->config.media_type ? m->config.media_type : "") : NULL;
         return kiln_error_set(err, KILN_EUNSUPPORTED, 0,
                               "config.mediaType: '%s' has no docker equivalent", q);
     }
     _cleanup_free_ const char **layers =
         m->n_layers ? kiln_xreallocarray(NULL, m->n_layers, sizeof(*layers)) : NULL;
     for (size_t i = 0; i < m->n_layers; i++) {
-        layers[i] = convert_type(m->layers[i].media_type, layer_types,
-                                 KILN_ARRAY_SIZE(layer_types), fmt);
+        layers[i] =
+            convert_type(m->layers[i].media_type, layer_types, KILN_ARRAY_SIZE(layer_types), fmt);
         if (!layers[i]) {
             const char *mt = m->layers[i].media_type;
             _cleanup_free_ char *q = err ? quote(mt ? mt : "") : NULL;

@@ -125,13 +125,14 @@ int kiln_manifest_parse_any(const char *data, size_t len, const char *content_ty
                             enum kiln_manifest_kind *ret_kind, struct kiln_manifest *ret_manifest,
                             struct kiln_index *ret_index, struct kiln_error **err);
 
-/* Parse an image manifest; an index is -KILN_EINVAL ("expected an image manifest, got an index"). */
+/* Parse an image manifest; an index is -KILN_EINVAL ("expected an image manifest, got an index").
+ */
 int kiln_manifest_parse(const char *data, size_t len, const char *content_type,
                         struct kiln_manifest *ret, struct kiln_error **err);
 
 /* Parse an image index; a manifest is -KILN_EINVAL. */
-int kiln_index_parse(const char *data, size_t len, const char *content_type,
-                     struct kiln_index *ret, struct kiln_error **err);
+int kiln_index_parse(const char *data, size_t len, const char *content_type, struct kiln_index *ret,
+                     struct kiln_error **err);
 
 /*
  * Canonical bytes: compact JSON (no spaces or newline), keys in the order of

@@ -38,8 +38,8 @@
                       ", " KILN_MT_DOCKER_MANIFEST
 
 /* Annotation keys (image-spec annotations.md) */
-#define KILN_ANNOTATION_REF_NAME "org.opencontainers.image.ref.name"
-#define KILN_ANNOTATION_CREATED  "org.opencontainers.image.created"
+#define KILN_ANNOTATION_REF_NAME    "org.opencontainers.image.ref.name"
+#define KILN_ANNOTATION_CREATED     "org.opencontainers.image.created"
 #define KILN_ANNOTATION_BASE_DIGEST "org.opencontainers.image.base.digest"
 #define KILN_ANNOTATION_BASE_NAME   "org.opencontainers.image.base.name"
 
