@@ -1,4 +1,5 @@
 #include "util/common.h"
+#include "spec/ascii.h"
 #include "spec/apt.h"
 
 /*
@@ -123,15 +124,9 @@ int kiln_apt_package_check(const char *s, struct kiln_error **err)
     if (len > KILN_APT_MAX_LEN)
         return kiln_error_set(err, KILN_EINVAL, 0, "package argument is longer than %d bytes",
                               KILN_APT_MAX_LEN);
-    for (size_t i = 0; i < len; i++) {
-        unsigned char u = (unsigned char)s[i];
-        if (u < 0x20 || u == 0x7f)
-            return kiln_error_set(err, KILN_EINVAL, 0,
-                                  "unexpected control byte 0x%02x at offset %zu", u, i);
-        if (u >= 0x80)
-            return kiln_error_set(err, KILN_EINVAL, 0,
-                                  "unexpected non-ASCII byte 0x%02x at offset %zu", u, i);
-    }
+    int bad = kiln_spec_check_ascii(s, len, err);
+    if (bad < 0)
+        return bad;
 
     if (s[0] == '-')
         return kiln_error_set(err, KILN_EINVAL, 0,

@@ -1,4 +1,5 @@
 #include "util/common.h"
+#include "spec/ascii.h"
 #include "spec/conda.h"
 
 /*
@@ -569,15 +570,9 @@ int kiln_conda_spec_parse(const char *s, struct kiln_conda_spec *ret, struct kil
     if (len > KILN_CONDA_MAX_LEN)
         return kiln_error_set(err, KILN_EINVAL, 0, "conda spec is longer than %d bytes",
                               KILN_CONDA_MAX_LEN);
-    for (size_t i = 0; i < len; i++) {
-        unsigned char u = (unsigned char)s[i];
-        if (u < 0x20 || u == 0x7f)
-            return kiln_error_set(err, KILN_EINVAL, 0,
-                                  "unexpected control byte 0x%02x at offset %zu", u, i);
-        if (u >= 0x80)
-            return kiln_error_set(err, KILN_EINVAL, 0,
-                                  "unexpected non-ASCII byte 0x%02x at offset %zu", u, i);
-    }
+    r = kiln_spec_check_ascii(s, len, err);
+    if (r < 0)
+        return r;
     if (s[0] == '-')
         return kiln_error_set(err, KILN_EINVAL, 0, "leading '-' at offset 0 (no options)");
 

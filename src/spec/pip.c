@@ -1,4 +1,5 @@
 #include "util/common.h"
+#include "spec/ascii.h"
 #include "spec/pip.h"
 #include "util/buf.h"
 
@@ -164,16 +165,7 @@ static int fail_expected(struct parser *p, const char *what)
 /* Control bytes and non-ASCII are refused everywhere, even in marker strings. */
 static int check_bytes(struct parser *p)
 {
-    for (size_t k = 0; k < p->len; k++) {
-        unsigned char c = (unsigned char)p->s[k];
-        if (c < 0x20 || c == 0x7f)
-            return kiln_error_set(p->err, KILN_EINVAL, 0,
-                                  "unexpected control byte 0x%02x at offset %zu", c, k);
-        if (c >= 0x80)
-            return kiln_error_set(p->err, KILN_EINVAL, 0,
-                                  "unexpected non-ASCII byte 0x%02x at offset %zu", c, k);
-    }
-    return 0;
+    return kiln_spec_check_ascii(p->s, p->len, p->err);
 }
 
 /*
