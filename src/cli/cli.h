@@ -24,6 +24,10 @@ struct kiln_cmd {
 
 extern const struct kiln_cmd kiln_cmd_spec;
 extern const struct kiln_cmd kiln_cmd_dockerfile;
+extern const struct kiln_cmd kiln_cmd_inspect;
+extern const struct kiln_cmd kiln_cmd_copy;
+extern const struct kiln_cmd kiln_cmd_pull;
+extern const struct kiln_cmd kiln_cmd_push;
 
 /* Print "kiln: <msg>" to stderr and return the exit code of the error's category. */
 int cli_fail(const struct kiln_error *err);

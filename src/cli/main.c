@@ -11,6 +11,10 @@
 static const struct kiln_cmd *const commands[] = {
     &kiln_cmd_spec,
     &kiln_cmd_dockerfile,
+    &kiln_cmd_inspect,
+    &kiln_cmd_copy,
+    &kiln_cmd_pull,
+    &kiln_cmd_push,
 };
 
 static const char main_help[] =
