@@ -7,6 +7,7 @@
 #include "cli/registry-config.h"
 #include "registry/transfer.h"
 
+/* clang-format off */
 static const char copy_help[] =
     "usage: kiln copy [OPTIONS] SRC DST\n"
     "\n"
@@ -25,8 +26,11 @@ static const char copy_help[] =
     "  --all                   copy every manifest of an index, and the index\n"
     "  -t, --tag TAG           also tag the image TAG at DST (repeatable)\n"
     "  --oci-types             OCI layout destination: convert docker manifests\n"
-    "                          to OCI media types (new digest; skopeo needs it)\n" CLI_REGISTRY_OPTIONS_HELP
-    "\n" CLI_REGISTRY_ENV_HELP;
+    "                          to OCI media types (new digest; skopeo needs it)\n"
+    CLI_REGISTRY_OPTIONS_HELP
+    "\n"
+    CLI_REGISTRY_ENV_HELP;
+/* clang-format on */
 
 enum { OPT_ALL = 0x200, OPT_OCI_TYPES };
 
@@ -37,8 +41,7 @@ static int run_copy(int argc, char **argv)
         {"tag", required_argument, NULL, 't'},
         {"oci-types", no_argument, NULL, OPT_OCI_TYPES},
         {"help", no_argument, NULL, 'h'},
-        CLI_REGISTRY_OPTIONS,
-        {NULL, 0, NULL, 0},
+        CLI_REGISTRY_OPTIONS{NULL, 0, NULL, 0},
     };
     struct cli_registry_config cfg;
     cli_registry_config_init(&cfg);

@@ -9,6 +9,7 @@
 #include "cli/registry-config.h"
 #include "registry/transfer.h"
 
+/* clang-format off */
 static const char inspect_help[] =
     "usage: kiln inspect [OPTIONS] REF [--raw | --config]\n"
     "\n"
@@ -20,8 +21,11 @@ static const char inspect_help[] =
     "\n"
     "  --raw                   print the bytes of what REF names (manifest or\n"
     "                          index) instead, as the registry serves them\n"
-    "  --config                print the raw image config of the manifest\n" CLI_REGISTRY_OPTIONS_HELP
-    "\n" CLI_REGISTRY_ENV_HELP;
+    "  --config                print the raw image config of the manifest\n"
+    CLI_REGISTRY_OPTIONS_HELP
+    "\n"
+    CLI_REGISTRY_ENV_HELP;
+/* clang-format on */
 
 enum { OPT_RAW = 0x200, OPT_CONFIG };
 
@@ -115,8 +119,7 @@ static int run_inspect(int argc, char **argv)
         {"raw", no_argument, NULL, OPT_RAW},
         {"config", no_argument, NULL, OPT_CONFIG},
         {"help", no_argument, NULL, 'h'},
-        CLI_REGISTRY_OPTIONS,
-        {NULL, 0, NULL, 0},
+        CLI_REGISTRY_OPTIONS{NULL, 0, NULL, 0},
     };
     struct cli_registry_config cfg;
     cli_registry_config_init(&cfg);
@@ -170,7 +173,8 @@ static int run_inspect(int argc, char **argv)
     cli_registry_catch_signals();
     struct kiln_transfer_options o;
     cli_transfer_options(&cfg, &o);
-    if (kiln_transfer_inspect(ref, &ro, &o, raw ? KILN_INSPECT_TOP : KILN_INSPECT_CONFIG, &info, &err) < 0) {
+    if (kiln_transfer_inspect(ref, &ro, &o, raw ? KILN_INSPECT_TOP : KILN_INSPECT_CONFIG, &info,
+                              &err) < 0) {
         rc = cli_fail(err);
         goto out;
     }

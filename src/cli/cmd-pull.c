@@ -7,6 +7,7 @@
 #include "cli/registry-config.h"
 #include "registry/transfer.h"
 
+/* clang-format off */
 static const char pull_help[] =
     "usage: kiln pull [OPTIONS] REF --oci-dir DIR [--name NAME]\n"
     "\n"
@@ -27,8 +28,10 @@ static const char pull_help[] =
     "  --oci-dir DIR           the OCI image layout to write (required)\n"
     "  --name NAME             ref name in index.json (default: the tag)\n"
     "  --all                   pull every manifest of an index, and the index\n"
-    "  --oci-types             store docker manifests with OCI media types\n" CLI_REGISTRY_OPTIONS_HELP
-    "\n" CLI_REGISTRY_ENV_HELP;
+    "  --oci-types             store docker manifests with OCI media types\n"
+    CLI_REGISTRY_OPTIONS_HELP
+    "\n"
+    CLI_REGISTRY_ENV_HELP;
 
 static const char push_help[] =
     "usage: kiln push [OPTIONS] --oci-dir DIR[:NAME] REF [--tag TAG]...\n"
@@ -43,8 +46,11 @@ static const char push_help[] =
     "manifest from it. The manifest digest is printed on stdout.\n"
     "\n"
     "  --oci-dir DIR[:NAME]    the OCI image layout to read (required)\n"
-    "  -t, --tag TAG           also tag the image TAG (repeatable)\n" CLI_REGISTRY_OPTIONS_HELP
-    "\n" CLI_REGISTRY_ENV_HELP;
+    "  -t, --tag TAG           also tag the image TAG (repeatable)\n"
+    CLI_REGISTRY_OPTIONS_HELP
+    "\n"
+    CLI_REGISTRY_ENV_HELP;
+/* clang-format on */
 
 enum { OPT_OCI_DIR = 0x200, OPT_NAME, OPT_ALL, OPT_OCI_TYPES };
 
@@ -56,8 +62,7 @@ static int run_pull(int argc, char **argv)
         {"all", no_argument, NULL, OPT_ALL},
         {"oci-types", no_argument, NULL, OPT_OCI_TYPES},
         {"help", no_argument, NULL, 'h'},
-        CLI_REGISTRY_OPTIONS,
-        {NULL, 0, NULL, 0},
+        CLI_REGISTRY_OPTIONS{NULL, 0, NULL, 0},
     };
     struct cli_registry_config cfg;
     cli_registry_config_init(&cfg);
@@ -129,8 +134,7 @@ static int run_push(int argc, char **argv)
         {"oci-dir", required_argument, NULL, OPT_OCI_DIR},
         {"tag", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},
-        CLI_REGISTRY_OPTIONS,
-        {NULL, 0, NULL, 0},
+        CLI_REGISTRY_OPTIONS{NULL, 0, NULL, 0},
     };
     struct cli_registry_config cfg;
     cli_registry_config_init(&cfg);

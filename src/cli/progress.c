@@ -32,7 +32,7 @@ struct cli_progress {
     size_t n_finished;
     uint64_t total_size;
     uint64_t total_bytes;
-    uint64_t moved; /* bytes of blobs actually transferred (not skipped/mounted) */
+    uint64_t moved;       /* bytes of blobs actually transferred (not skipped/mounted) */
     struct kiln_buf perm; /* permanent lines waiting to be drawn */
 };
 
@@ -270,9 +270,10 @@ void cli_progress_finish(struct cli_progress *p, const struct kiln_transfer_resu
     cli_progress_format_size(moved, sizeof(moved), res->bytes_transferred);
     format_rate(rate, sizeof(rate), res->bytes_transferred, ms);
     fprintf(p->f,
-            "%s %s: %zu blobs (%s): %zu transferred (%s), %zu already there, %zu mounted; "
-            "%zu manifests; %.1f s (%s)\n",
-            p->verb, res->digest, res->n_blobs, total, res->n_transferred, moved, res->n_skipped,
-            res->n_mounted, res->n_manifests, (double)ms / 1000.0, rate);
+            "%s %s: %zu blob%s (%s): %zu transferred (%s), %zu already there, %zu mounted, "
+            "%zu manifest%s; %.1f s (%s)\n",
+            p->verb, res->digest, res->n_blobs, res->n_blobs == 1 ? "" : "s", total,
+            res->n_transferred, moved, res->n_skipped, res->n_mounted, res->n_manifests,
+            res->n_manifests == 1 ? "" : "s", (double)ms / 1000.0, rate);
     fflush(p->f);
 }

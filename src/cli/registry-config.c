@@ -111,6 +111,30 @@ int cli_registry_config_option(struct cli_registry_config *c, const char *cmd, i
         c->jobs = (int)n;
         return 1;
     }
+    case CLI_OPT_CHUNK_SIZE: {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long n = strtoull(arg, &end, 10);
+        unsigned shift = 0;
+        if (end && (*end == 'k' || *end == 'K'))
+            shift = 10, end++;
+        else if (end && (*end == 'm' || *end == 'M'))
+            shift = 20, end++;
+        if (errno || !end || *end || arg[0] == '-' || n == 0 || n > (1ULL << 32) >> shift)
+            return -cli_usage_error(cmd, "--chunk-size wants a size from 1 to 4g, not '%s'", arg);
+        c->chunk_size = (uint64_t)n << shift;
+        return 1;
+    }
+    case CLI_OPT_RETRY_TIMES: {
+        char *end = NULL;
+        errno = 0;
+        long n = strtol(arg, &end, 10);
+        if (errno || !end || *end || n < 1 || n > 100)
+            return -cli_usage_error(cmd, "--retry-times wants a number from 1 to 100, not '%s'",
+                                    arg);
+        c->retry_times = (int)n;
+        return 1;
+    }
     case 'q':
     case CLI_OPT_QUIET:
         c->quiet = true;
@@ -304,6 +328,11 @@ int cli_registry_options(struct cli_registry_config *c, const char *ref,
     ret->http.proxy = c->proxy;
     ret->http.no_proxy = c->no_proxy;
     ret->progress = cli_registry_http_progress;
+    ret->chunk_size = c->chunk_size ? c->chunk_size : CLI_PUSH_CHUNK_SIZE;
+    if (c->retry_times > 0) {
+        ret->http.max_attempts = c->retry_times + 1;
+        ret->max_resumes = c->retry_times;
+    }
     *cred = found;
     ret->cred = cred;
     return 0;
@@ -317,9 +346,7 @@ void cli_transfer_options(const struct cli_registry_config *c, struct kiln_trans
     o->variant = c->variant;
     o->jobs = c->jobs;
     o->spool_dir = c->spool_dir;
-    const char *xc = getenv("XFER_EXPERIMENT_CHUNK");
-    if (xc)
-        o->stream_chunk = strtoull(xc, NULL, 10) << 20;
+    o->stream_chunk = c->chunk_size;
 }
 
 static void on_signal(int sig)
@@ -416,6 +443,10 @@ int cli_transfer_run(struct cli_registry_config *c, const char *verb,
     cli_progress_free(p);
     kiln_cred_release(&scred);
     kiln_cred_release(&dcred);
+    if (rc < 0 && cli_registry_interrupted()) {
+        fprintf(stderr, "kiln: interrupted\n");
+        return kiln_error_exit_code(KILN_ECANCELLED);
+    }
     if (rc < 0)
         return cli_fail(err);
     printf("%s\n", res.digest);

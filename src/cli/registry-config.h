@@ -45,16 +45,26 @@ enum {
     CLI_OPT_JOBS,
     CLI_OPT_QUIET,
     CLI_OPT_VERBOSE,
+    CLI_OPT_CHUNK_SIZE,
+    CLI_OPT_RETRY_TIMES,
 };
 
-/* The entries of struct option for the shared flags (put them in a command's table). */
+/* Uploads from a file (push) go in PATCH chunks of this size above it. */
+#define CLI_PUSH_CHUNK_SIZE ((uint64_t)64 << 20)
+
+/* The entries of struct option for the shared flags, each with its comma. */
+/* clang-format off */
 #define CLI_REGISTRY_OPTIONS                                                                       \
     {"authfile", required_argument, NULL, CLI_OPT_AUTHFILE},                                       \
-        {"insecure-registry", required_argument, NULL, CLI_OPT_INSECURE},                          \
-        {"ca-file", required_argument, NULL, CLI_OPT_CA_FILE},                                     \
-        {"platform", required_argument, NULL, CLI_OPT_PLATFORM},                                   \
-        {"jobs", required_argument, NULL, CLI_OPT_JOBS}, {"quiet", no_argument, NULL, 'q'},       \
-        {"verbose", no_argument, NULL, 'v'}
+    {"insecure-registry", required_argument, NULL, CLI_OPT_INSECURE},                              \
+    {"ca-file", required_argument, NULL, CLI_OPT_CA_FILE},                                         \
+    {"platform", required_argument, NULL, CLI_OPT_PLATFORM},                                       \
+    {"jobs", required_argument, NULL, CLI_OPT_JOBS},                                               \
+    {"chunk-size", required_argument, NULL, CLI_OPT_CHUNK_SIZE},                                   \
+    {"retry-times", required_argument, NULL, CLI_OPT_RETRY_TIMES},                                 \
+    {"quiet", no_argument, NULL, 'q'},                                                             \
+    {"verbose", no_argument, NULL, 'v'},
+/* clang-format on */
 
 /* Help text of the shared flags. */
 #define CLI_REGISTRY_OPTIONS_HELP                                                                  \
@@ -64,6 +74,10 @@ enum {
     "  --ca-file FILE          PEM CA bundle to verify registries with\n"                          \
     "  --platform OS/ARCH[/V]  platform picked from an image index (linux/amd64)\n"                \
     "  --jobs N                blobs transferred at once (4)\n"                                    \
+    "  --chunk-size N[k|m]     upload chunk size: push sends blobs above it in\n"                  \
+    "                          PATCH chunks (64m); copy streams in chunks of N\n"                  \
+    "                          (16m)\n"                                                            \
+    "  --retry-times N         retries per request and resumes per blob (5)\n"                     \
     "  -q, --quiet             no progress and no summary\n"                                       \
     "  -v, --verbose           also print retries and resumes\n"
 
@@ -81,6 +95,8 @@ struct cli_registry_config {
     char *ca_file;
     char *os, *arch, *variant; /* NULL: the library's default (linux/amd64) */
     int jobs;                  /* 0: default */
+    uint64_t chunk_size;       /* 0: default */
+    int retry_times;           /* 0: default */
     bool quiet;
     bool verbose;
     /* filled by cli_registry_config_finish() */

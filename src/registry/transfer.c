@@ -72,6 +72,7 @@ struct xfer {
     const char *spool_dir;
     bool layout_oci_types;
     struct kiln_transfer_progress progress;
+    int max_resumes; /* of streamed uploads: the destination's */
 
     struct mnode *nodes; /* children first; the last one is what the destination names */
     size_t n_nodes;
@@ -464,10 +465,12 @@ static void pause_ms(struct xfer *x, long ms)
 }
 
 /*
- * One step of a streamed upload: PATCH what has arrived beyond the
- * registry's offset, or, once the download is complete and verified, the
- * final PUT with the rest. Returns 1 when the blob is complete, 0 to go on.
- * *ret_finishing tells whether the final PUT was tried.
+ * One step of a streamed upload: PATCH the next chunk (`stream_chunk` bytes,
+ * or what has arrived beyond the registry's offset when the download has
+ * passed its digest check), or, when the download is complete and verified
+ * and at most one chunk is left, the final PUT with the rest. Returns 1 when
+ * the blob is complete, 0 to go on. *ret_finishing tells whether the final
+ * PUT was tried.
  */
 static int stream_step(struct xfer *x, struct blob *b, struct spool *sp, struct kiln_upload *u,
                        bool *ret_finishing, struct kiln_error **err)
@@ -488,19 +491,23 @@ static int stream_step(struct xfer *x, struct blob *b, struct spool *sp, struct 
     if (have < 0)
         return (int)have;
     int rc;
+    bool last = done && b->size - off <= chunk;
     tls.b = b;
     tls.mode = TLS_STREAM;
     tls.base = off;
-    *ret_finishing = done;
-    if (done)
+    *ret_finishing = last;
+    if (last) {
         rc = kiln_upload_finish_fd(u, b->digest, sp->fd, off, b->size - off, err);
-    else /* everything that has arrived, in one request */
-        rc = kiln_upload_patch_fd(u, sp->fd, off, (uint64_t)have - off, err);
+    } else {
+        /* at most one chunk per request: an interrupted request costs one chunk */
+        uint64_t n = (uint64_t)have - off < chunk ? (uint64_t)have - off : chunk;
+        rc = kiln_upload_patch_fd(u, sp->fd, off, n, err);
+    }
     tls.b = NULL;
     tls.mode = TLS_NONE;
     if (rc < 0)
         return rc;
-    if (done)
+    if (last)
         return 1;
     blob_bytes(x, b, kiln_upload_offset(u));
     return 0;
@@ -513,8 +520,9 @@ static int stream_upload(struct xfer *x, struct blob *b, struct spool *sp, struc
     int tries = 0;
     for (;;) {
         bool finishing = false;
+        bool starting = !*u;
         int rc;
-        if (!*u)
+        if (starting)
             rc = kiln_registry_upload_start(x->dst.reg, x->dst.repo, NULL, NULL, u, err);
         else
             rc = stream_step(x, b, sp, *u, &finishing, err);
@@ -525,9 +533,11 @@ static int stream_upload(struct xfer *x, struct blob *b, struct spool *sp, struc
         }
         if (rc >= 0)
             continue;
-        if (atomic_load(&x->stop) || upload_fatal(rc) || spool_failed(sp))
+        /* a session start that failed on its own retries: only network trouble is retried */
+        bool fatal = starting ? rc != -KILN_ENET && rc != -KILN_ETIMEOUT : upload_fatal(rc);
+        if (atomic_load(&x->stop) || fatal || spool_failed(sp))
             return rc;
-        if (tries >= KILN_REGISTRY_MAX_RESUMES) {
+        if (tries >= x->max_resumes) {
             kiln_error_prefix(err, "upload of %s: gave up after %d resumes", b->digest, tries);
             return rc;
         }
@@ -624,8 +634,8 @@ static int do_blob(struct xfer *x, struct blob *b, struct kiln_error **err)
         } else {
             struct kiln_upload *u = NULL;
             if (x->same_registry && strcmp(x->src.repo, x->dst.repo) != 0) {
-                rc = kiln_registry_upload_start(x->dst.reg, x->dst.repo, b->digest, x->src.repo,
-                                                &u, err);
+                rc = kiln_registry_upload_start(x->dst.reg, x->dst.repo, b->digest, x->src.repo, &u,
+                                                err);
                 if (rc < 0)
                     return rc;
                 if (rc == 1) {
@@ -665,7 +675,8 @@ static void *worker(void *ud)
         struct kiln_error *e = NULL;
         int rc = do_blob(x, b, &e);
         if (rc < 0)
-            fail(x, b, rc, e); else {
+            fail(x, b, rc, e);
+        else {
             kiln_error_free(e);
         }
     }
@@ -778,13 +789,13 @@ static int fetch(struct xfer *x, const char *ref, const char *desc_type, char **
         snprintf(ret_digest, KILN_DIGEST_BUFSZ, "%s", m.digest);
         *ret_data = TAKE_PTR(m.data);
         *ret_len = m.len;
-        *ret_type = m.media_type ? TAKE_PTR(m.media_type)
-                                 : (desc_type ? kiln_xstrdup(desc_type) : NULL);
+        *ret_type =
+            m.media_type ? TAKE_PTR(m.media_type) : (desc_type ? kiln_xstrdup(desc_type) : NULL);
         kiln_registry_manifest_release(&m);
         return 0;
     }
-    int rc = kiln_layout_blob_read(x->src.layout, ref, KILN_MANIFEST_MAX_SIZE, ret_data, ret_len,
-                                   err);
+    int rc =
+        kiln_layout_blob_read(x->src.layout, ref, KILN_MANIFEST_MAX_SIZE, ret_data, ret_len, err);
     if (rc < 0)
         return rc;
     snprintf(ret_digest, KILN_DIGEST_BUFSZ, "%s", ref);
@@ -941,8 +952,8 @@ static int convert_nodes(struct xfer *x, struct kiln_error **err)
         n->data = kiln_buf_detach(&out, &n->len);
         kiln_digest_buf(n->data, n->len, n->digest);
         free(n->media_type);
-        n->media_type = kiln_xstrdup(kind == KILN_KIND_INDEX ? KILN_MT_OCI_INDEX
-                                                             : KILN_MT_OCI_MANIFEST);
+        n->media_type =
+            kiln_xstrdup(kind == KILN_KIND_INDEX ? KILN_MT_OCI_INDEX : KILN_MT_OCI_MANIFEST);
     }
     return 0;
 }
@@ -966,8 +977,8 @@ static int write_manifests(struct xfer *x, struct kiln_error **err)
                                   "the destination names digest %s, the image is %s",
                                   x->dst.ref.digest, top->digest);
         const char *first = x->dst.ref.tag ? x->dst.ref.tag : top->digest;
-        rc = kiln_registry_manifest_put(x->dst.reg, x->dst.repo, first, top->media_type,
-                                        top->data, top->len, NULL, err);
+        rc = kiln_registry_manifest_put(x->dst.reg, x->dst.repo, first, top->media_type, top->data,
+                                        top->len, NULL, err);
         if (rc < 0)
             return rc;
         x->res.n_manifests++;
@@ -1120,9 +1131,9 @@ static int check_tags(struct xfer *x, struct kiln_error **err)
     return 0;
 }
 
-static int transfer(const struct kiln_transfer_endpoint *src, const struct kiln_transfer_endpoint *dst,
-                    const struct kiln_transfer_options *o, struct kiln_transfer_result *ret,
-                    struct kiln_error **err)
+static int transfer(const struct kiln_transfer_endpoint *src,
+                    const struct kiln_transfer_endpoint *dst, const struct kiln_transfer_options *o,
+                    struct kiln_transfer_result *ret, struct kiln_error **err)
 {
     if (!endpoint_ok(src) || !endpoint_ok(dst))
         return kiln_error_set(err, KILN_EINVAL, 0,
@@ -1158,6 +1169,8 @@ static int transfer(const struct kiln_transfer_endpoint *src, const struct kiln_
     rc = plan(&x, err);
     if (rc < 0)
         goto out;
+    x.max_resumes = dst->registry && dst->registry->max_resumes > 0 ? dst->registry->max_resumes
+                                                                    : KILN_REGISTRY_MAX_RESUMES;
     if (dst->ref)
         rc = open_registry_side(&x, &x.dst, 1, dst->ref, dst->registry,
                                 x.same_registry ? x.src.reg : NULL, err);
@@ -1271,8 +1284,8 @@ static int inspect(struct xfer *x, enum kiln_inspect_depth depth_wanted,
         return rc;
     info->digest = kiln_xstrdup(digest);
     enum kiln_manifest_kind kind = KILN_KIND_UNKNOWN;
-    rc = kiln_manifest_parse_any(info->raw, info->raw_len, info->media_type, &kind,
-                                 &info->manifest, &info->index, err);
+    rc = kiln_manifest_parse_any(info->raw, info->raw_len, info->media_type, &kind, &info->manifest,
+                                 &info->index, err);
     if (rc < 0)
         return kiln_error_prefix(err, "manifest %s", digest);
     const char *mt = serve_type(kind, info->media_type, &info->manifest, &info->index);
@@ -1320,8 +1333,8 @@ static int inspect(struct xfer *x, enum kiln_inspect_depth depth_wanted,
                 return kiln_error_set(err, KILN_EUNSUPPORTED, 0, "index %s: nested too deep",
                                       digest);
         }
-        rc = kiln_manifest_parse(info->manifest_raw, info->manifest_len,
-                                 info->manifest_media_type, &info->manifest, err);
+        rc = kiln_manifest_parse(info->manifest_raw, info->manifest_len, info->manifest_media_type,
+                                 &info->manifest, err);
         if (rc < 0)
             return kiln_error_prefix(err, "manifest %s", info->manifest_digest);
         mt = serve_type(KILN_KIND_MANIFEST, info->manifest_media_type, &info->manifest, NULL);

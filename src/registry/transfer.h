@@ -43,10 +43,10 @@
  *     documented there);
  *   registry -> other registry: the GET is spooled into an unlinked
  *     temporary file in `spool_dir` by one thread while the worker uploads
- *     what has arrived, in PATCH requests of at least `stream_chunk` bytes
- *     (or OCI-Chunk-Min-Length), so download and upload overlap; the final
- *     PUT (with the last bytes) is only sent once the download has passed
- *     its digest check. An interrupted PATCH is resumed from the offset the
+ *     what has arrived, in PATCH requests of `stream_chunk` bytes (at least
+ *     OCI-Chunk-Min-Length), so download and upload overlap; the final PUT
+ *     (with the last chunk) is only sent once the download has passed its
+ *     digest check. An interrupted PATCH is resumed from the offset the
  *     registry reports (GET on the upload URL), a lost session restarted,
  *     at most max_resumes (registry options) times per blob; the download
  *     resumes on its own (kiln_registry_blob_get()). The spool file is
@@ -138,8 +138,8 @@ struct kiln_transfer_options {
     const char *os;
     const char *arch;
     const char *variant;
-    bool all;            /* copy every manifest of an index and the index itself */
-    int jobs;            /* blobs in flight; 0: KILN_TRANSFER_JOBS, at most KILN_TRANSFER_MAX_JOBS */
+    bool all; /* copy every manifest of an index and the index itself */
+    int jobs; /* blobs in flight; 0: KILN_TRANSFER_JOBS, at most KILN_TRANSFER_MAX_JOBS */
     const char *const *tags; /* NULL-terminated extra tags (registry) or names (layout), or NULL */
     uint64_t stream_chunk;   /* registry -> registry PATCH size; 0: KILN_TRANSFER_STREAM_CHUNK */
     const char *spool_dir;   /* directory of the stream spool files; NULL: "/var/tmp" */
