@@ -15,6 +15,7 @@ static const struct kiln_cmd *const commands[] = {
     &kiln_cmd_copy,
     &kiln_cmd_pull,
     &kiln_cmd_push,
+    &kiln_cmd_base,
 };
 
 static const char main_help[] =

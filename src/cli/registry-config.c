@@ -449,6 +449,9 @@ int cli_transfer_run(struct cli_registry_config *c, const char *verb,
     }
     if (rc < 0)
         return cli_fail(err);
-    printf("%s\n", res.digest);
+    if (c->print_ref && dst->ref)
+        printf("%s@%s\n", dst->ref, res.digest);
+    else
+        printf("%s\n", res.digest);
     return KILN_EXIT_OK;
 }

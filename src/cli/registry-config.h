@@ -99,6 +99,7 @@ struct cli_registry_config {
     int retry_times;           /* 0: default */
     bool quiet;
     bool verbose;
+    bool print_ref; /* cli_transfer_run() prints REF@DIGEST instead of the digest */
     /* filled by cli_registry_config_finish() */
     char *proxy;
     char *no_proxy;
