@@ -29,6 +29,7 @@ extern const struct kiln_cmd kiln_cmd_copy;
 extern const struct kiln_cmd kiln_cmd_pull;
 extern const struct kiln_cmd kiln_cmd_push;
 extern const struct kiln_cmd kiln_cmd_base;
+extern const struct kiln_cmd kiln_cmd_unpack;
 
 /* Print "kiln: <msg>" to stderr and return the exit code of the error's category. */
 int cli_fail(const struct kiln_error *err);

@@ -221,8 +221,13 @@ static int run_base(int argc, char **argv)
 out:
     kiln_layout_free(layout);
     if (tmpdir) {
+        /* kiln_fs_rm_rf_at() takes a path relative to a directory fd */
         struct kiln_error *rm_err = NULL;
-        kiln_fs_rm_rf_at(AT_FDCWD, tmpdir, &rm_err);
+        _cleanup_close_ int parent = open(bo.work_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        const char *base = strrchr(tmpdir, '/');
+        if (parent < 0 || kiln_fs_rm_rf_at(parent, base ? base + 1 : tmpdir, &rm_err) < 0)
+            fprintf(stderr, "kiln: warning: could not remove '%s'%s%s\n", tmpdir,
+                    rm_err ? ": " : "", rm_err ? rm_err->msg : "");
         kiln_error_free(rm_err);
     }
     cli_registry_config_release(&cfg);

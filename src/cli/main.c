@@ -16,6 +16,7 @@ static const struct kiln_cmd *const commands[] = {
     &kiln_cmd_pull,
     &kiln_cmd_push,
     &kiln_cmd_base,
+    &kiln_cmd_unpack,
 };
 
 static const char main_help[] =

@@ -57,6 +57,12 @@ grep -q "mmdebstrap: I:" "$T/err"
 ok $? "mmdebstrap's progress is shown"
 ls "$T" | grep -q '^kiln-base-' && ok 1 "scratch root file system removed" || ok 0 "scratch root file system removed"
 
+"$KILN" base --push "$REGISTRY/kiln/base:tmp" --include python3,passwd --work-dir "$T" -q \
+    >/dev/null 2>"$T/err2"
+ok $? "kiln base without --oci-dir (a temporary layout) succeeds"
+ls "$T" | grep -q '^kiln-base' && ok 1 "the temporary layout and root file system are removed" ||
+    ok 0 "the temporary layout and root file system are removed"
+
 SK="skopeo --insecure-policy"
 $SK inspect --tls-verify=false --config "docker://$REF" >"$T/config.json" 2>"$T/skerr"
 ok $? "skopeo reads the pushed image's config"
