@@ -910,12 +910,14 @@ out:
 
 struct blob_get {
     struct kiln_sha256 hash;
-    uint64_t count; /* bytes hashed and passed on */
-    int64_t size;   /* expected, or -1 */
-    uint64_t start; /* offset asked for in this attempt */
-    uint64_t skip;  /* bytes still to drop in this attempt */
-    bool started;   /* first body bytes of the attempt seen */
-    bool fatal;     /* an error that no resume can fix */
+    bool verify;     /* hash what passes and check the digest at the end */
+    uint64_t offset; /* blob offset of the first byte wanted */
+    uint64_t count;  /* bytes passed on (from offset) */
+    int64_t size;    /* expected size of the whole blob, or -1 */
+    uint64_t start;  /* blob offset asked for in this attempt */
+    uint64_t skip;   /* bytes still to drop in this attempt */
+    bool started;    /* first body bytes of the attempt seen */
+    bool fatal;      /* an error that no resume can fix */
     const struct kiln_http_response *resp;
     const char *what;
     kiln_registry_sink_fn sink;
@@ -972,12 +974,13 @@ static int blob_write(void *ud, const void *data, size_t len, struct kiln_error 
         if (!len)
             return 0;
     }
-    if (g->size >= 0 && len > (uint64_t)g->size - g->count) {
+    if (g->size >= 0 && len > (uint64_t)g->size - g->offset - g->count) {
         g->fatal = true;
         return kiln_error_set(err, KILN_ENET, 0, "%s: more than the expected %lld bytes", g->what,
                               (long long)g->size);
     }
-    kiln_sha256_update(&g->hash, p, len);
+    if (g->verify)
+        kiln_sha256_update(&g->hash, p, len);
     if (g->sink) {
         int rc = g->sink(g->userdata, p, len, err);
         if (rc < 0) {
@@ -993,6 +996,17 @@ int kiln_registry_blob_get(struct kiln_registry *r, const char *repo, const char
                            int64_t size, kiln_registry_sink_fn sink, void *userdata,
                            uint64_t *ret_size, struct kiln_error **err)
 {
+    return kiln_registry_blob_get_range(r, repo, digest, size, 0, 0, sink, userdata, ret_size, err);
+}
+
+int kiln_registry_blob_get_range(struct kiln_registry *r, const char *repo, const char *digest,
+                                 int64_t size, uint64_t offset, unsigned flags,
+                                 kiln_registry_sink_fn sink, void *userdata, uint64_t *ret_size,
+                                 struct kiln_error **err)
+{
+    if (size >= 0 && offset > (uint64_t)size)
+        return kiln_error_set(err, KILN_EINVAL, 0, "blob offset %llu is past its %lld bytes",
+                              (unsigned long long)offset, (long long)size);
     int rc = check_repo(repo, err);
     if (rc < 0)
         return rc;
@@ -1006,18 +1020,24 @@ int kiln_registry_blob_get(struct kiln_registry *r, const char *repo, const char
     struct op op = {repo, scope, alt};
     struct kiln_http_response resp;
     kiln_http_response_init(&resp);
-    struct blob_get g = {
-        .size = size, .resp = &resp, .what = what, .sink = sink, .userdata = userdata};
-    kiln_sha256_init(&g.hash);
+    struct blob_get g = {.verify = offset == 0 && !(flags & KILN_BLOB_GET_NO_VERIFY),
+                         .offset = offset,
+                         .size = size,
+                         .resp = &resp,
+                         .what = what,
+                         .sink = sink,
+                         .userdata = userdata};
+    if (g.verify)
+        kiln_sha256_init(&g.hash);
 
     for (int resumes = 0;; resumes++) {
         _cleanup_free_ char *range = NULL;
         const char *extra[2] = {NULL, NULL};
-        if (g.count > 0) {
-            range = kiln_xasprintf("Range: bytes=%llu-", (unsigned long long)g.count);
+        g.start = g.offset + g.count;
+        if (g.start > 0) {
+            range = kiln_xasprintf("Range: bytes=%llu-", (unsigned long long)g.start);
             extra[0] = range;
         }
-        g.start = g.count;
         g.started = false;
         struct kiln_http_request q = {.url = url, .flags = KILN_HTTP_FOLLOW};
         q.write = blob_write;
@@ -1029,7 +1049,7 @@ int kiln_registry_blob_get(struct kiln_registry *r, const char *repo, const char
             rc = http_error(r, repo, what, &resp, err);
             goto out;
         }
-        bool progressed = resp.written > 0 && g.count > g.start;
+        bool progressed = resp.written > 0 && g.offset + g.count > g.start;
         if (g.fatal || (rc != -KILN_ENET && rc != -KILN_ETIMEOUT) || !progressed)
             goto out;
         if (resumes >= r->max_resumes) {
@@ -1044,23 +1064,27 @@ int kiln_registry_blob_get(struct kiln_registry *r, const char *repo, const char
             goto out;
         }
     }
-    if (size >= 0 && g.count != (uint64_t)size) {
+    if (size >= 0 && g.offset + g.count != (uint64_t)size) {
         rc = kiln_error_set(err, KILN_ENET, 0, "%s: got %llu bytes, expected %lld", what,
-                            (unsigned long long)g.count, (long long)size);
+                            (unsigned long long)(g.offset + g.count), (long long)size);
         goto out;
     }
-    char hex[KILN_SHA256_HEX_LEN + 1];
-    kiln_sha256_final_hex(&g.hash, hex);
-    if (strcmp(hex, digest + 7) != 0) {
-        rc = kiln_error_set(err, KILN_ENET, 0, "%s: digest mismatch: got sha256:%s (%llu bytes)",
-                            what, hex, (unsigned long long)g.count);
-        goto out;
+    if (g.verify) {
+        char hex[KILN_SHA256_HEX_LEN + 1];
+        kiln_sha256_final_hex(&g.hash, hex);
+        if (strcmp(hex, digest + 7) != 0) {
+            rc =
+                kiln_error_set(err, KILN_ENET, 0, "%s: digest mismatch: got sha256:%s (%llu bytes)",
+                               what, hex, (unsigned long long)g.count);
+            goto out;
+        }
     }
     if (ret_size)
         *ret_size = g.count;
     rc = 0;
 out:
-    kiln_sha256_release(&g.hash);
+    if (g.verify)
+        kiln_sha256_release(&g.hash);
     kiln_http_response_release(&resp);
     return rc;
 }
@@ -1121,6 +1145,11 @@ uint64_t kiln_upload_min_chunk(const struct kiln_upload *u)
 long kiln_upload_last_status(const struct kiln_upload *u)
 {
     return u->last_status;
+}
+
+bool kiln_upload_digest_rejected(const struct kiln_upload *u)
+{
+    return u && u->hint == HINT_DIGEST;
 }
 
 void kiln_upload_free(struct kiln_upload *u)
@@ -1234,10 +1263,15 @@ out:
     return rc;
 }
 
-/* Body sources: pread from an fd, or memory, never rewound (see kiln_upload_patch). */
+/*
+ * Body sources: pread from an fd, memory, or the caller's read callback;
+ * never rewound (see kiln_upload_patch).
+ */
 struct src {
-    int fd; /* -1: memory */
+    int fd; /* -1: memory or callback */
     const char *mem;
+    kiln_http_read_fn read;
+    void *read_data;
     uint64_t off;
     uint64_t len;
     uint64_t pos;
@@ -1248,6 +1282,18 @@ static int src_read(void *ud, void *buf, size_t cap, size_t *ret_n, struct kiln_
     struct src *s = ud;
     uint64_t left = s->len - s->pos;
     size_t want = left < cap ? (size_t)left : cap;
+    if (s->read) {
+        size_t n = 0;
+        int rc = s->read(s->read_data, buf, want, &n, err);
+        if (rc < 0)
+            return rc;
+        if (n > want || (n == 0 && want > 0))
+            return kiln_error_set(err, KILN_EINTERNAL, 0,
+                                  "upload body source gave %zu bytes for %zu wanted", n, want);
+        s->pos += n;
+        *ret_n = n;
+        return 0;
+    }
     if (s->fd < 0) {
         memcpy(buf, s->mem + s->pos, want);
         s->pos += want;
@@ -1364,6 +1410,13 @@ int kiln_upload_patch_fd(struct kiln_upload *u, int fd, uint64_t off, uint64_t l
     return patch(u, &s, err);
 }
 
+int kiln_upload_patch_read(struct kiln_upload *u, uint64_t len, kiln_http_read_fn read,
+                           void *userdata, struct kiln_error **err)
+{
+    struct src s = {.fd = -1, .read = read, .read_data = userdata, .len = len};
+    return patch(u, &s, err);
+}
+
 int kiln_upload_status(struct kiln_upload *u, struct kiln_error **err)
 {
     if (!u->location)
@@ -1439,6 +1492,13 @@ int kiln_upload_finish_fd(struct kiln_upload *u, const char *digest, int fd, uin
                           uint64_t len, struct kiln_error **err)
 {
     struct src s = {.fd = fd, .off = off, .len = len};
+    return finish(u, digest, &s, err);
+}
+
+int kiln_upload_finish_mem(struct kiln_upload *u, const char *digest, const void *data, size_t len,
+                           struct kiln_error **err)
+{
+    struct src s = {.fd = -1, .mem = data, .len = len};
     return finish(u, digest, &s, err);
 }
 

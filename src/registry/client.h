@@ -161,6 +161,29 @@ int kiln_registry_blob_get(struct kiln_registry *r, const char *repo, const char
                            int64_t size, kiln_registry_sink_fn sink, void *userdata,
                            uint64_t *ret_size, struct kiln_error **err);
 
+/* Flags of kiln_registry_blob_get_range(). */
+enum {
+    /*
+     * Do not hash the bytes: only the size is checked. For callers whose
+     * bytes are checked elsewhere, e.g. uploaded to a registry whose final
+     * PUT ?digest= verifies them (see registry/transfer.h).
+     */
+    KILN_BLOB_GET_NO_VERIFY = 1 << 0,
+};
+
+/*
+ * The same for the bytes from `offset` on (a Range request; a registry that
+ * answers 200 instead has the bytes before `offset` skipped): the sink
+ * gets bytes offset..size-1. Only a GET from offset 0 without
+ * KILN_BLOB_GET_NO_VERIFY checks the digest; all check the size (when
+ * `size` >= 0; an offset past it is -KILN_EINVAL). *ret_size gets the bytes
+ * passed to the sink. kiln_registry_blob_get() is offset 0, flags 0.
+ */
+int kiln_registry_blob_get_range(struct kiln_registry *r, const char *repo, const char *digest,
+                                 int64_t size, uint64_t offset, unsigned flags,
+                                 kiln_registry_sink_fn sink, void *userdata, uint64_t *ret_size,
+                                 struct kiln_error **err);
+
 /* The same, writing to `fd` from its current position (write(2)). */
 int kiln_registry_blob_get_fd(struct kiln_registry *r, const char *repo, const char *digest,
                               int64_t size, int fd, uint64_t *ret_size, struct kiln_error **err);
@@ -200,6 +223,11 @@ uint64_t kiln_upload_offset(const struct kiln_upload *u);
 uint64_t kiln_upload_min_chunk(const struct kiln_upload *u);
 /* HTTP status of the last request of the session (0: none or transport error). */
 long kiln_upload_last_status(const struct kiln_upload *u);
+/*
+ * True when the last request failed because the registry computed another
+ * digest than the one asked for (DIGEST_INVALID, e.g. on the final PUT).
+ */
+bool kiln_upload_digest_rejected(const struct kiln_upload *u);
 
 /*
  * PATCH the next `len` bytes (blob offsets offset..offset+len-1, sent as
@@ -213,18 +241,29 @@ long kiln_upload_last_status(const struct kiln_upload *u);
 int kiln_upload_patch(struct kiln_upload *u, const void *data, size_t len, struct kiln_error **err);
 int kiln_upload_patch_fd(struct kiln_upload *u, int fd, uint64_t off, uint64_t len,
                          struct kiln_error **err);
+/*
+ * The same with the `len` bytes from `read` (a kiln_http_read_fn: it may
+ * block until bytes are there; each call must give at least one byte and
+ * at most `cap`; its error fails the request, never retried). What `read`
+ * gave is not asked for again: a caller that wants to resume keeps it.
+ */
+int kiln_upload_patch_read(struct kiln_upload *u, uint64_t len, kiln_http_read_fn read,
+                           void *userdata, struct kiln_error **err);
 
 /* GET the upload URL: refreshes the offset (Range) and URL. 404: -KILN_ENOTFOUND. */
 int kiln_upload_status(struct kiln_upload *u, struct kiln_error **err);
 
 /*
- * PUT ...?digest=DIGEST, with no body or with the last `len` bytes from fd
- * at `off`. Checks the returned Docker-Content-Digest. The session is then
- * done (only kiln_upload_free() remains).
+ * PUT ...?digest=DIGEST, with no body, with the last `len` bytes from fd
+ * at `off`, or with the last `len` bytes at `data`. Checks the returned
+ * Docker-Content-Digest. The session is then done (only
+ * kiln_upload_free() remains).
  */
 int kiln_upload_finish(struct kiln_upload *u, const char *digest, struct kiln_error **err);
 int kiln_upload_finish_fd(struct kiln_upload *u, const char *digest, int fd, uint64_t off,
                           uint64_t len, struct kiln_error **err);
+int kiln_upload_finish_mem(struct kiln_upload *u, const char *digest, const void *data, size_t len,
+                           struct kiln_error **err);
 
 /* DELETE the session on the registry (errors ignored by most callers). */
 int kiln_upload_cancel(struct kiln_upload *u, struct kiln_error **err);

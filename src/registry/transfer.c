@@ -14,6 +14,7 @@
 #include "oci/reference.h"
 #include "util/buf.h"
 #include "util/log.h"
+#include "util/sha256.h"
 
 /* ---- the state of one transfer ------------------------------------------------ */
 
@@ -57,6 +58,7 @@ struct blob {
     uint64_t bytes;
     long last_emit_ms;
     bool active;
+    bool present; /* found at the destination: skipped */
 };
 
 struct xfer {
@@ -69,7 +71,7 @@ struct xfer {
     int jobs;
     const char *const *tags;
     uint64_t stream_chunk;
-    const char *spool_dir;
+    bool verify; /* registry -> registry: hash streamed blobs here too (verify_streams) */
     bool layout_oci_types;
     struct kiln_transfer_progress progress;
     int max_resumes; /* of streamed uploads: the destination's */
@@ -81,7 +83,13 @@ struct xfer {
     size_t *order; /* blob indexes, largest first */
 
     pthread_mutex_t lock;
-    atomic_size_t next;
+    pthread_cond_t lane_cond; /* a lane was freed (or the transfer stopped) */
+    /* under lock: blobs to look up at the destination (order[next_check..]),
+     * lookups not finished, and blobs not started yet (order[front .. end-1]) */
+    size_t next_check, checks_left;
+    size_t front, end;
+    size_t lanes;       /* big blobs moved at once (see run_blobs()) */
+    size_t big_running; /* big blobs being moved */
     atomic_bool stop;
     int rc; /* first failure */
     struct kiln_error *err;
@@ -94,21 +102,34 @@ struct xfer {
 };
 
 /*
- * registry -> registry: a downloader thread appends the blob to a spool
- * file; the worker uploads what has arrived.
+ * registry -> registry: a downloader thread fills a ring buffer; the worker
+ * uploads from it as the bytes arrive (see "Data paths" in transfer.h).
  */
-struct spool {
-    atomic_bool abort; /* the uploader is done with it: stop the download */
+struct pipe {
     struct xfer *x;
     struct blob *b;
-    int fd;
+    char *buf; /* ring of cap bytes: blob offset o lives at buf[o % cap] */
+    size_t cap;
     pthread_mutex_t lock;
-    pthread_cond_t cond;
-    uint64_t have; /* bytes in the file */
-    uint64_t want; /* the uploader waits for this many */
-    bool done;     /* the download ended */
+    pthread_cond_t cond; /* broadcast on every change below */
+    /* under lock */
+    uint64_t tail; /* blob offsets [tail, head) are in the ring */
+    uint64_t head;
+    uint64_t rpos; /* the uploader's next byte: tail <= rpos <= head */
+    bool done;     /* the current download ended */
     int rc;        /* its result */
     struct kiln_error *err;
+    /* the downloader's (started and joined by the worker) */
+    atomic_bool abort; /* stop the current download */
+    bool running;
+    pthread_t th;
+    uint64_t start;          /* blob offset the current download began at */
+    uint64_t pos;            /* blob offset of its next byte */
+    bool verify;             /* hash the blob and check its digest */
+    bool hash_final;         /* ... and that check was made */
+    struct kiln_sha256 hash; /* of blob bytes [0, hashed), when verifying */
+    uint64_t hashed;
+    bool reverified; /* copied again with verify after the registry refused the digest */
 };
 
 /* What the current thread is moving, for the registry progress hook. */
@@ -116,9 +137,9 @@ enum tls_mode { TLS_NONE, TLS_PUSH, TLS_STREAM };
 static _Thread_local struct {
     struct blob *b;
     enum tls_mode mode;
-    uint64_t base;       /* TLS_PUSH: bytes of earlier requests; TLS_STREAM: request offset */
-    uint64_t last_sent;  /* TLS_PUSH */
-    struct spool *spool; /* a downloader thread: its spool */
+    uint64_t base;      /* TLS_PUSH: bytes of earlier requests; TLS_STREAM: request offset */
+    uint64_t last_sent; /* TLS_PUSH */
+    struct pipe *pipe;  /* a downloader thread: its pipe */
 } tls;
 
 static long now_ms(void)
@@ -126,6 +147,19 @@ static long now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Wait on c for at most 100 ms: waiters also poll flags nobody signals (x->stop). */
+static void timed_wait(pthread_cond_t *c, pthread_mutex_t *m)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 100 * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(c, m, &ts);
 }
 
 /* Call the user's callback; lock held. */
@@ -228,6 +262,7 @@ static void fail(struct xfer *x, struct blob *b, int rc, struct kiln_error *e)
         e = NULL;
     }
     atomic_store(&x->stop, true);
+    pthread_cond_broadcast(&x->lane_cond);
     if (b) {
         if (b->active)
             x->inflight_bytes -= b->bytes;
@@ -247,7 +282,7 @@ static int http_progress(void *ud, uint64_t received, uint64_t sent)
         return 1;
     if (atomic_load(&h->x->stop))
         return 1;
-    if (tls.spool && atomic_load(&tls.spool->abort))
+    if (tls.pipe && atomic_load(&tls.pipe->abort))
         return 1;
     if (tls.b && tls.mode == TLS_PUSH) {
         /* kiln_registry_blob_push() sends one request after another, each counting from 0 */
@@ -337,105 +372,201 @@ static int layout_copy_blob(struct xfer *x, struct blob *b, struct kiln_error **
     return rc < 0 ? kiln_error_prefix(err, "store blob %s", b->digest) : 0;
 }
 
-static int spool_write(void *ud, const void *data, size_t len, struct kiln_error **err)
+/* Copy the download's error into err (the worker's). */
+static int pipe_error_locked(struct pipe *p, struct kiln_error **err)
 {
-    struct spool *sp = ud;
-    const char *p = data;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t n = write(sp->fd, p, left);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return kiln_error_set(err, KILN_EIO, errno, "write spool file of %s", sp->b->digest);
-        }
-        p += n;
-        left -= (size_t)n;
+    return kiln_error_set(err, p->rc < 0 && p->err ? p->err->code : KILN_ENET, 0, "%s",
+                          p->err && p->err->msg ? p->err->msg : "download ended early");
+}
+
+/* The downloader's sink: into the ring, waiting for room. */
+static int pipe_write(void *ud, const void *data, size_t len, struct kiln_error **err)
+{
+    struct pipe *p = ud;
+    struct xfer *x = p->x;
+    const char *s = data;
+    if (p->verify && !p->hash_final && p->pos + len > p->hashed) {
+        /* a download restarted below what was hashed: hash only what is new */
+        uint64_t skip = p->hashed > p->pos ? p->hashed - p->pos : 0;
+        kiln_sha256_update(&p->hash, s + skip, len - (size_t)skip);
+        p->hashed = p->pos + len;
     }
-    pthread_mutex_lock(&sp->lock);
-    sp->have += len;
-    if (sp->have >= sp->want)
-        pthread_cond_signal(&sp->cond);
-    pthread_mutex_unlock(&sp->lock);
-    if (atomic_load(&sp->abort))
-        return kiln_error_set(err, KILN_ECANCELLED, 0, "transfer cancelled");
+    p->pos += len;
+    while (len > 0) {
+        pthread_mutex_lock(&p->lock);
+        while (p->head - p->rpos >= p->cap && !atomic_load(&p->abort) && !atomic_load(&x->stop))
+            timed_wait(&p->cond, &p->lock);
+        if (atomic_load(&p->abort) || atomic_load(&x->stop)) {
+            pthread_mutex_unlock(&p->lock);
+            return kiln_error_set(err, KILN_ECANCELLED, 0, "transfer cancelled");
+        }
+        /* room: everything but the unread bytes; older bytes are kept for resends */
+        size_t at = (size_t)(p->head % p->cap);
+        size_t n = p->cap - (size_t)(p->head - p->rpos);
+        if (n > p->cap - at)
+            n = p->cap - at;
+        if (n > len)
+            n = len;
+        if (p->head + n - p->tail > p->cap)
+            p->tail = p->head + n - p->cap;
+        pthread_mutex_unlock(&p->lock);
+        /* the uploader never reads below tail nor at or above head */
+        memcpy(p->buf + at, s, n);
+        pthread_mutex_lock(&p->lock);
+        p->head += n;
+        pthread_cond_broadcast(&p->cond);
+        pthread_mutex_unlock(&p->lock);
+        s += n;
+        len -= n;
+    }
     return 0;
 }
 
 static void *downloader(void *ud)
 {
-    struct spool *sp = ud;
-    tls.spool = sp;
+    struct pipe *p = ud;
+    struct xfer *x = p->x;
+    struct blob *b = p->b;
+    tls.pipe = p;
     struct kiln_error *e = NULL;
-    int rc = kiln_registry_blob_get(sp->x->src.reg, sp->x->src.repo, sp->b->digest,
-                                    (int64_t)sp->b->size, spool_write, sp, NULL, &e);
-    pthread_mutex_lock(&sp->lock);
-    sp->done = true;
-    sp->rc = rc < 0 ? rc : 0;
-    sp->err = e;
-    pthread_cond_signal(&sp->cond);
-    pthread_mutex_unlock(&sp->lock);
+    int rc =
+        kiln_registry_blob_get_range(x->src.reg, x->src.repo, b->digest, (int64_t)b->size, p->start,
+                                     KILN_BLOB_GET_NO_VERIFY, pipe_write, p, NULL, &e);
+    if (rc >= 0 && p->verify && !p->hash_final) {
+        char hex[KILN_SHA256_HEX_LEN + 1];
+        kiln_sha256_final_hex(&p->hash, hex);
+        p->hash_final = true;
+        if (strcmp(hex, b->digest + 7) != 0)
+            rc = kiln_error_set(
+                &e, KILN_ENET, 0, "blob '%s/%s@%s': digest mismatch: got sha256:%s (%llu bytes)",
+                x->src.ref.domain, x->src.repo, b->digest, hex, (unsigned long long)b->size);
+    }
+    pthread_mutex_lock(&p->lock);
+    p->done = true;
+    p->rc = rc < 0 ? rc : 0;
+    p->err = e;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
     return NULL;
 }
 
-static int open_spool(const char *dir, struct kiln_error **err)
+static void pipe_stop_download(struct pipe *p)
 {
-#ifdef O_TMPFILE
-    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-    if (fd >= 0)
-        return fd;
-    if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
-        return kiln_error_set(err, KILN_EIO, errno, "create a spool file in '%s'", dir);
-#endif
-    _cleanup_free_ char *tmpl = kiln_xasprintf("%s/.kiln-spool-XXXXXX", dir);
-    int fd2 = mkostemp(tmpl, O_CLOEXEC);
-    if (fd2 < 0)
-        return kiln_error_set(err, KILN_EIO, errno, "create a spool file in '%s'", dir);
-    unlink(tmpl);
-    return fd2;
+    if (!p->running)
+        return;
+    atomic_store(&p->abort, true);
+    pthread_mutex_lock(&p->lock);
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+    pthread_join(p->th, NULL);
+    p->running = false;
+    atomic_store(&p->abort, false);
+}
+
+/* (Re)start the download at blob offset `start`; the ring is emptied. */
+static int pipe_start_download(struct pipe *p, uint64_t start, struct kiln_error **err)
+{
+    pipe_stop_download(p);
+    if (p->verify && !p->hash_final && start > p->hashed)
+        return kiln_error_set(err, KILN_EINTERNAL, 0, "blob %s: download from %llu of %llu hashed",
+                              p->b->digest, (unsigned long long)start,
+                              (unsigned long long)p->hashed);
+    pthread_mutex_lock(&p->lock);
+    p->tail = p->head = p->rpos = start;
+    p->done = false;
+    p->rc = 0;
+    kiln_error_free(p->err);
+    p->err = NULL;
+    pthread_mutex_unlock(&p->lock);
+    p->start = p->pos = start;
+    int e = pthread_create(&p->th, NULL, downloader, p);
+    if (e != 0)
+        return kiln_error_set(err, KILN_EINTERNAL, e, "start a download thread");
+    p->running = true;
+    return 0;
 }
 
 /*
- * Wait until the spool holds `want` bytes (or, with need_done, until the
- * download ended), or the download ended. Returns the bytes held and sets
- * *ret_done, or returns the download's error (copied into err) or a
- * cancellation.
+ * Make the uploader's next byte blob offset `off` (what the registry
+ * holds): from the ring when it still has it, else by downloading again
+ * from there.
  */
-static int64_t spool_wait(struct xfer *x, struct spool *sp, uint64_t want, bool need_done,
-                          bool *ret_done, struct kiln_error **err)
+static int pipe_seek(struct pipe *p, uint64_t off, struct kiln_error **err)
 {
-    pthread_mutex_lock(&sp->lock);
-    sp->want = need_done ? UINT64_MAX : want;
-    while ((need_done || sp->have < want) && !sp->done && !atomic_load(&x->stop)) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&sp->cond, &sp->lock, &ts);
+    pthread_mutex_lock(&p->lock);
+    bool have = off >= p->tail && off <= p->head;
+    uint64_t head = p->head;
+    if (have) {
+        p->rpos = off;
+        pthread_cond_broadcast(&p->cond);
     }
-    int64_t have = (int64_t)sp->have;
-    bool done = sp->done;
-    int rc = sp->rc;
-    if (done && rc < 0)
-        kiln_error_set(err, sp->err ? sp->err->code : KILN_ENET, 0, "%s",
-                       sp->err && sp->err->msg ? sp->err->msg : "download failed");
-    pthread_mutex_unlock(&sp->lock);
-    if (done && rc < 0)
-        return rc;
-    if (atomic_load(&x->stop))
-        return kiln_error_set(err, KILN_ECANCELLED, 0, "transfer cancelled");
-    *ret_done = done;
-    return have;
+    pthread_mutex_unlock(&p->lock);
+    if (have)
+        return 0;
+    if (off > head)
+        return kiln_error_set(err, KILN_ENET, 0,
+                              "upload of %s: the registry holds %llu bytes, %llu were sent",
+                              p->b->digest, (unsigned long long)off, (unsigned long long)head);
+    kiln_log(KILN_LOG_INFO, "transfer: %s: downloading again from byte %llu", p->b->digest,
+             (unsigned long long)off);
+    return pipe_start_download(p, off, err);
 }
 
-static bool spool_failed(struct spool *sp)
+/* The uploader's body source (kiln_http_read_fn): waits for bytes. */
+static int pipe_read(void *ud, void *buf, size_t cap, size_t *ret_n, struct kiln_error **err)
 {
-    pthread_mutex_lock(&sp->lock);
-    bool failed = sp->done && sp->rc < 0;
-    pthread_mutex_unlock(&sp->lock);
+    struct pipe *p = ud;
+    struct xfer *x = p->x;
+    pthread_mutex_lock(&p->lock);
+    while (p->rpos == p->head && !p->done && !atomic_load(&x->stop))
+        timed_wait(&p->cond, &p->lock);
+    if (atomic_load(&x->stop)) {
+        pthread_mutex_unlock(&p->lock);
+        return kiln_error_set(err, KILN_ECANCELLED, 0, "transfer cancelled");
+    }
+    if (p->rpos == p->head) {
+        int rc = pipe_error_locked(p, err);
+        pthread_mutex_unlock(&p->lock);
+        return rc;
+    }
+    size_t at = (size_t)(p->rpos % p->cap);
+    size_t n = (size_t)(p->head - p->rpos);
+    if (n > p->cap - at)
+        n = p->cap - at;
+    if (n > cap)
+        n = cap;
+    pthread_mutex_unlock(&p->lock);
+    /* the downloader never writes over [rpos, head) */
+    memcpy(buf, p->buf + at, n);
+    pthread_mutex_lock(&p->lock);
+    p->rpos += n;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+    *ret_n = n;
+    return 0;
+}
+
+/* Wait for the download to end; its error, or 0 when the blob is complete (and verified). */
+static int pipe_wait_done(struct pipe *p, struct kiln_error **err)
+{
+    struct xfer *x = p->x;
+    pthread_mutex_lock(&p->lock);
+    while (!p->done && !atomic_load(&x->stop))
+        timed_wait(&p->cond, &p->lock);
+    int rc = 0;
+    if (p->done && p->rc < 0)
+        rc = pipe_error_locked(p, err);
+    else if (!p->done)
+        rc = kiln_error_set(err, KILN_ECANCELLED, 0, "transfer cancelled");
+    pthread_mutex_unlock(&p->lock);
+    return rc;
+}
+
+static bool pipe_failed(struct pipe *p)
+{
+    pthread_mutex_lock(&p->lock);
+    bool failed = p->done && p->rc < 0;
+    pthread_mutex_unlock(&p->lock);
     return failed;
 }
 
@@ -465,14 +596,31 @@ static void pause_ms(struct xfer *x, long ms)
 }
 
 /*
- * One step of a streamed upload: PATCH the next chunk (`stream_chunk` bytes,
- * or what has arrived beyond the registry's offset when the download has
- * passed its digest check), or, when the download is complete and verified
- * and at most one chunk is left, the final PUT with the rest. Returns 1 when
- * the blob is complete, 0 to go on. *ret_finishing tells whether the final
- * PUT was tried.
+ * The destination refused the digest of what it got: copy the blob again
+ * from byte 0, hashing it here, so that a source serving other bytes than
+ * its digest says is named as such (and a glitch in between is retried).
  */
-static int stream_step(struct xfer *x, struct blob *b, struct spool *sp, struct kiln_upload *u,
+static int pipe_reverify(struct pipe *p, struct kiln_error **err)
+{
+    pipe_stop_download(p);
+    kiln_sha256_release(&p->hash);
+    kiln_sha256_init(&p->hash);
+    p->verify = true;
+    p->hash_final = false;
+    p->hashed = 0;
+    p->reverified = true;
+    return pipe_start_download(p, 0, err);
+}
+
+/*
+ * One step of a streamed upload: PATCH the next `stream_chunk` bytes from
+ * the registry's offset on (the request's body follows the download), or,
+ * when the registry holds every byte, wait for the download's end (its
+ * digest check) and send the final PUT. Returns 1 when the blob is
+ * complete, 0 to go on. *ret_finishing tells whether the final PUT was
+ * tried.
+ */
+static int stream_step(struct xfer *x, struct blob *b, struct pipe *p, struct kiln_upload *u,
                        bool *ret_finishing, struct kiln_error **err)
 {
     uint64_t off = kiln_upload_offset(u);
@@ -480,41 +628,35 @@ static int stream_step(struct xfer *x, struct blob *b, struct spool *sp, struct 
         return kiln_error_set(err, KILN_ENET, 0,
                               "upload of %s: the registry holds %llu bytes of %llu", b->digest,
                               (unsigned long long)off, (unsigned long long)b->size);
+    int rc = pipe_seek(p, off, err);
+    if (rc < 0)
+        return rc;
+    if (off == b->size) {
+        rc = pipe_wait_done(p, err);
+        if (rc < 0)
+            return rc;
+        *ret_finishing = true;
+        rc = kiln_upload_finish(u, b->digest, err);
+        return rc < 0 ? rc : 1;
+    }
     uint64_t chunk = x->stream_chunk;
     if (chunk < kiln_upload_min_chunk(u))
         chunk = kiln_upload_min_chunk(u);
-    uint64_t want = b->size - off > chunk ? off + chunk : b->size;
-    bool done = false;
-    int64_t have = spool_wait(x, sp, want, false, &done, err);
-    if (have >= 0 && !done && (uint64_t)have >= b->size)
-        have = spool_wait(x, sp, 0, true, &done, err); /* all here: wait for the digest check */
-    if (have < 0)
-        return (int)have;
-    int rc;
-    bool last = done && b->size - off <= chunk;
+    uint64_t n = b->size - off < chunk ? b->size - off : chunk;
     tls.b = b;
     tls.mode = TLS_STREAM;
     tls.base = off;
-    *ret_finishing = last;
-    if (last) {
-        rc = kiln_upload_finish_fd(u, b->digest, sp->fd, off, b->size - off, err);
-    } else {
-        /* at most one chunk per request: an interrupted request costs one chunk */
-        uint64_t n = (uint64_t)have - off < chunk ? (uint64_t)have - off : chunk;
-        rc = kiln_upload_patch_fd(u, sp->fd, off, n, err);
-    }
+    rc = kiln_upload_patch_read(u, n, pipe_read, p, err);
     tls.b = NULL;
     tls.mode = TLS_NONE;
     if (rc < 0)
         return rc;
-    if (last)
-        return 1;
     blob_bytes(x, b, kiln_upload_offset(u));
     return 0;
 }
 
-/* Upload the spooled blob into session *u (or new ones), resuming on failures. */
-static int stream_upload(struct xfer *x, struct blob *b, struct spool *sp, struct kiln_upload **u,
+/* Upload the blob into session *u (or new ones), resuming on failures. */
+static int stream_upload(struct xfer *x, struct blob *b, struct pipe *p, struct kiln_upload **u,
                          struct kiln_error **err)
 {
     int tries = 0;
@@ -525,7 +667,7 @@ static int stream_upload(struct xfer *x, struct blob *b, struct spool *sp, struc
         if (starting)
             rc = kiln_registry_upload_start(x->dst.reg, x->dst.repo, NULL, NULL, u, err);
         else
-            rc = stream_step(x, b, sp, *u, &finishing, err);
+            rc = stream_step(x, b, p, *u, &finishing, err);
         if (rc == 1) {
             kiln_upload_free(*u);
             *u = NULL;
@@ -533,9 +675,22 @@ static int stream_upload(struct xfer *x, struct blob *b, struct spool *sp, struc
         }
         if (rc >= 0)
             continue;
+        if (finishing && kiln_upload_digest_rejected(*u)) {
+            if (p->reverified || (p->verify && p->hash_final))
+                return rc; /* the bytes matched here: the registry disagrees for good */
+            kiln_log(KILN_LOG_INFO,
+                     "transfer: the destination refused the digest of %s (%s), copying it again "
+                     "with the digest checked here",
+                     b->digest, err && *err ? (*err)->msg : "error");
+            drop_upload(u);
+            rc = pipe_reverify(p, err);
+            if (rc < 0)
+                return rc;
+            continue;
+        }
         /* a session start that failed on its own retries: only network trouble is retried */
         bool fatal = starting ? rc != -KILN_ENET && rc != -KILN_ETIMEOUT : upload_fatal(rc);
-        if (atomic_load(&x->stop) || fatal || spool_failed(sp))
+        if (atomic_load(&x->stop) || fatal || pipe_failed(p))
             return rc;
         if (tries >= x->max_resumes) {
             kiln_error_prefix(err, "upload of %s: gave up after %d resumes", b->digest, tries);
@@ -575,34 +730,26 @@ static int stream_blob(struct xfer *x, struct blob *b, struct kiln_upload *sessi
                        struct kiln_error **err)
 {
     struct kiln_upload *u = session;
-    int fd = open_spool(x->spool_dir, err);
-    if (fd < 0) {
-        drop_upload(&u);
-        return fd;
-    }
-    struct spool sp = {.x = x, .b = b, .fd = fd};
-    atomic_init(&sp.abort, false);
-    pthread_mutex_init(&sp.lock, NULL);
-    pthread_cond_init(&sp.cond, NULL);
-    pthread_t th;
-    int rc;
-    int e = pthread_create(&th, NULL, downloader, &sp);
-    if (e != 0) {
-        rc = kiln_error_set(err, KILN_EINTERNAL, e, "start a download thread");
-        drop_upload(&u);
-    } else {
-        rc = stream_upload(x, b, &sp, &u, err);
-        drop_upload(&u);
-        atomic_store(&sp.abort, true);
-        pthread_join(th, NULL);
-        if (rc >= 0 && sp.rc < 0) /* cannot happen: the upload waits for a good download */
-            rc = kiln_error_set(err, sp.err ? sp.err->code : KILN_ENET, 0, "%s",
-                                sp.err ? sp.err->msg : "download failed");
-    }
-    kiln_error_free(sp.err);
-    pthread_cond_destroy(&sp.cond);
-    pthread_mutex_destroy(&sp.lock);
-    close(fd);
+    struct pipe p = {.x = x, .b = b, .verify = x->verify};
+    p.cap = b->size < KILN_TRANSFER_STREAM_BUFFER ? (size_t)b->size : KILN_TRANSFER_STREAM_BUFFER;
+    if (p.cap == 0)
+        p.cap = 1;
+    p.buf = kiln_xmalloc(p.cap);
+    atomic_init(&p.abort, false);
+    pthread_mutex_init(&p.lock, NULL);
+    pthread_cond_init(&p.cond, NULL);
+    if (p.verify)
+        kiln_sha256_init(&p.hash);
+    int rc = pipe_start_download(&p, 0, err);
+    if (rc >= 0)
+        rc = stream_upload(x, b, &p, &u, err);
+    drop_upload(&u);
+    pipe_stop_download(&p);
+    kiln_sha256_release(&p.hash);
+    kiln_error_free(p.err);
+    pthread_cond_destroy(&p.cond);
+    pthread_mutex_destroy(&p.lock);
+    free(p.buf);
     return rc < 0 ? rc : 0;
 }
 
@@ -615,7 +762,8 @@ static bool foreign(const struct kiln_descriptor *d)
            strstr(d->media_type, ".nondistributable.") != NULL;
 }
 
-static int do_blob(struct xfer *x, struct blob *b, struct kiln_error **err)
+/* Look a blob up at the destination: 1 (and SKIPPED) when it is there, 0 when it must move. */
+static int check_blob(struct xfer *x, struct blob *b, struct kiln_error **err)
 {
     int rc = stopped(x, err);
     if (rc < 0)
@@ -624,10 +772,27 @@ static int do_blob(struct xfer *x, struct blob *b, struct kiln_error **err)
         rc = kiln_registry_blob_head(x->dst.reg, x->dst.repo, b->digest, NULL, err);
         if (rc < 0)
             return rc;
-        if (rc == 1) {
-            blob_finished(x, b, KILN_TRANSFER_SKIPPED);
-            return 0;
-        }
+    } else {
+        int64_t have = -1;
+        rc = kiln_layout_blob_exists(x->dst.layout, b->digest, &have, err);
+        if (rc < 0)
+            return rc;
+        rc = rc == 1 && have == (int64_t)b->size;
+    }
+    if (rc == 1) {
+        b->present = true;
+        blob_finished(x, b, KILN_TRANSFER_SKIPPED);
+    }
+    return rc;
+}
+
+/* Move a blob check_blob() did not find. */
+static int move_blob(struct xfer *x, struct blob *b, struct kiln_error **err)
+{
+    int rc = stopped(x, err);
+    if (rc < 0)
+        return rc;
+    if (x->dst.is_registry) {
         if (!x->src.is_registry) {
             blob_started(x, b);
             rc = push_blob(x, b, err);
@@ -647,14 +812,6 @@ static int do_blob(struct xfer *x, struct blob *b, struct kiln_error **err)
             rc = stream_blob(x, b, u, err);
         }
     } else {
-        int64_t have = -1;
-        rc = kiln_layout_blob_exists(x->dst.layout, b->digest, &have, err);
-        if (rc < 0)
-            return rc;
-        if (rc == 1 && have == (int64_t)b->size) {
-            blob_finished(x, b, KILN_TRANSFER_SKIPPED);
-            return 0;
-        }
         blob_started(x, b);
         rc = x->src.is_registry ? pull_blob(x, b, err) : layout_copy_blob(x, b, err);
     }
@@ -664,20 +821,121 @@ static int do_blob(struct xfer *x, struct blob *b, struct kiln_error **err)
     return 0;
 }
 
+/*
+ * Lanes: with blobs moving side by side, each gets a like share of what
+ * limits the transfer (bandwidth, or the CPUs of registries that hash each
+ * upload in one thread), so the largest blob ends last, alone, and the
+ * machine idles while it does. With at most ceil(big bytes / largest blob)
+ * big blobs at once (at least 2, at most jobs), the largest gets a larger
+ * share early and the others still fit beside it. Nothing is lost when one
+ * stream is limited on its own (latency): no blob is bigger than the
+ * largest, which bounds the transfer anyway. Counts the blobs to move
+ * only. Lock held.
+ */
+static void plan_lanes_locked(struct xfer *x)
+{
+    uint64_t big_total = 0, largest = 0;
+    for (size_t i = 0; i < x->n_blobs; i++) {
+        const struct blob *b = &x->blobs[i];
+        if (!b->present && b->size >= KILN_TRANSFER_LANE_MIN) {
+            big_total += b->size;
+            if (b->size > largest)
+                largest = b->size;
+        }
+    }
+    x->lanes = (size_t)x->jobs;
+    if (largest > 0) {
+        uint64_t want = big_total / largest + (big_total % largest != 0);
+        if (want < 2)
+            want = 2;
+        if (want < x->lanes)
+            x->lanes = (size_t)want;
+    }
+}
+
+/*
+ * The next blob to move, or NULL when none is left or the transfer
+ * stopped: the largest one not started while a lane is free, else the
+ * smallest one when it is small (small blobs need no lane), else wait for
+ * a lane. *ret_big tells whether the blob took a lane.
+ */
+static struct blob *next_blob(struct xfer *x, bool *ret_big)
+{
+    struct blob *b = NULL;
+    pthread_mutex_lock(&x->lock);
+    while (!atomic_load(&x->stop)) {
+        if (x->checks_left > 0) { /* lanes are planned once every lookup is done */
+            timed_wait(&x->lane_cond, &x->lock);
+            continue;
+        }
+        while (x->front < x->end && x->blobs[x->order[x->front]].present)
+            x->front++;
+        while (x->end > x->front && x->blobs[x->order[x->end - 1]].present)
+            x->end--;
+        if (x->front >= x->end)
+            break;
+        struct blob *first = &x->blobs[x->order[x->front]];
+        bool big = first->size >= KILN_TRANSFER_LANE_MIN;
+        if (!big || x->big_running < x->lanes) {
+            x->front++;
+            if (big)
+                x->big_running++;
+            *ret_big = big;
+            b = first;
+            break;
+        }
+        struct blob *last = &x->blobs[x->order[x->end - 1]];
+        if (last->size < KILN_TRANSFER_LANE_MIN) {
+            x->end--;
+            *ret_big = false;
+            b = last;
+            break;
+        }
+        timed_wait(&x->lane_cond, &x->lock);
+    }
+    pthread_mutex_unlock(&x->lock);
+    return b;
+}
+
 static void *worker(void *ud)
 {
     struct xfer *x = ud;
-    while (!atomic_load(&x->stop)) {
-        size_t i = atomic_fetch_add(&x->next, 1);
-        if (i >= x->n_blobs)
+    /* every blob is looked up first, by all workers at once (a warm copy is only that) */
+    for (;;) {
+        pthread_mutex_lock(&x->lock);
+        size_t i =
+            x->next_check < x->n_blobs && !atomic_load(&x->stop) ? x->next_check++ : x->n_blobs;
+        pthread_mutex_unlock(&x->lock);
+        if (i == x->n_blobs)
             break;
-        struct blob *b = &x->blobs[x->order[i]];
+        struct blob *cb = &x->blobs[x->order[i]];
         struct kiln_error *e = NULL;
-        int rc = do_blob(x, b, &e);
+        int rc = check_blob(x, cb, &e);
+        if (rc < 0)
+            fail(x, cb, rc, e);
+        else
+            kiln_error_free(e);
+        pthread_mutex_lock(&x->lock);
+        if (--x->checks_left == 0) {
+            plan_lanes_locked(x);
+            pthread_cond_broadcast(&x->lane_cond);
+        }
+        pthread_mutex_unlock(&x->lock);
+    }
+    bool big = false;
+    struct blob *b;
+    while ((b = next_blob(x, &big)) != NULL) {
+        struct kiln_error *e = NULL;
+        int rc = move_blob(x, b, &e);
         if (rc < 0)
             fail(x, b, rc, e);
-        else {
+        else
             kiln_error_free(e);
+        if (big) {
+            pthread_mutex_lock(&x->lock);
+            x->big_running--;
+            pthread_cond_broadcast(&x->lane_cond);
+            pthread_mutex_unlock(&x->lock);
         }
     }
     return NULL;
@@ -698,6 +956,11 @@ static int run_blobs(struct xfer *x, struct kiln_error **err)
     for (size_t i = 0; i < x->n_blobs; i++)
         x->order[i] = i;
     qsort_r(x->order, x->n_blobs, sizeof(size_t), by_size_desc, x);
+    x->front = 0;
+    x->end = x->n_blobs;
+    x->next_check = 0;
+    x->checks_left = x->n_blobs;
+    x->lanes = (size_t)x->jobs;
 
     pthread_mutex_lock(&x->lock);
     emit_locked(x, KILN_TRANSFER_PLAN, NULL, 0, NULL, NULL);
@@ -1093,6 +1356,7 @@ static void xfer_release(struct xfer *x)
     free(x->blobs);
     free(x->order);
     kiln_error_free(x->err);
+    pthread_cond_destroy(&x->lane_cond);
     pthread_mutex_destroy(&x->lock);
 }
 
@@ -1110,7 +1374,7 @@ static void set_options(struct xfer *x, const struct kiln_transfer_options *o)
         x->jobs = KILN_TRANSFER_MAX_JOBS;
     x->tags = o->tags;
     x->stream_chunk = o->stream_chunk ? o->stream_chunk : KILN_TRANSFER_STREAM_CHUNK;
-    x->spool_dir = o->spool_dir && *o->spool_dir ? o->spool_dir : "/var/tmp";
+    x->verify = o->verify_streams;
     x->layout_oci_types = o->layout_oci_types;
     x->progress = o->progress;
 }
@@ -1141,7 +1405,7 @@ static int transfer(const struct kiln_transfer_endpoint *src,
     struct xfer x;
     memset(&x, 0, sizeof(x));
     pthread_mutex_init(&x.lock, NULL);
-    atomic_init(&x.next, 0);
+    pthread_cond_init(&x.lane_cond, NULL);
     atomic_init(&x.stop, false);
     set_options(&x, o);
 
@@ -1377,6 +1641,7 @@ int kiln_transfer_inspect(const char *ref, const struct kiln_registry_options *r
     struct xfer x;
     memset(&x, 0, sizeof(x));
     pthread_mutex_init(&x.lock, NULL);
+    pthread_cond_init(&x.lane_cond, NULL);
     atomic_init(&x.stop, false);
     set_options(&x, o);
     struct kiln_image_info info = KILN_IMAGE_INFO_INIT;

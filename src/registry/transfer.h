@@ -21,13 +21,18 @@
  * Order of work, and what a failure leaves behind:
  *   1. the manifests are read and parsed; the distinct blobs (configs and
  *      layers) of all of them are collected;
- *   2. the blobs are handled by `jobs` worker threads, largest first: each
- *      one is looked up at the destination (registry: HEAD; layout: the
- *      blob file) and skipped when present; else mounted (registry to the
- *      same registry: a cross-repository mount from the source repository,
- *      falling back to an upload when the registry declines), uploaded or
- *      downloaded. The first failure stops the others (transfers in flight
- *      are cancelled);
+ *   2. the blobs are handled by `jobs` worker threads: first each one is
+ *      looked up at the destination (registry: HEAD; layout: the blob
+ *      file), all of them at once, and those present are skipped; then the
+ *      others move, largest first: mounted (registry to the same registry:
+ *      a cross-repository mount from the source repository, falling back
+ *      to an upload when the registry declines), uploaded or downloaded.
+ *      At most `lanes` blobs of KILN_TRANSFER_LANE_MIN bytes or more move
+ *      at once: lanes = ceil(bytes of such blobs / the largest one), at
+ *      least 2, at most jobs, so that the largest blob gets the larger
+ *      share it needs not to end alone; smaller blobs move beside them.
+ *      The first failure stops the others (transfers in flight are
+ *      cancelled);
  *   3. only when every blob is in place are the manifests written: the
  *      children of an index by digest, then the top manifest under the
  *      destination's tag (or digest), then under every extra tag. A failed
@@ -41,17 +46,29 @@
  *   layout -> registry: kiln_registry_blob_push() from the blob file (one
  *     PUT up to the session's chunk_size, PATCH chunks above it; resumes as
  *     documented there);
- *   registry -> other registry: the GET is spooled into an unlinked
- *     temporary file in `spool_dir` by one thread while the worker uploads
- *     what has arrived, in PATCH requests of `stream_chunk` bytes (at least
- *     OCI-Chunk-Min-Length), so download and upload overlap; the final PUT
- *     (with the last chunk) is only sent once the download has passed its
- *     digest check. An interrupted PATCH is resumed from the offset the
- *     registry reports (GET on the upload URL), a lost session restarted,
- *     at most max_resumes (registry options) times per blob; the download
- *     resumes on its own (kiln_registry_blob_get()). The spool file is
- *     removed when the blob is done (it never has a name when the file
- *     system supports O_TMPFILE).
+ *   registry -> other registry: a downloader thread streams the GET into a
+ *     ring buffer of KILN_TRANSFER_STREAM_BUFFER bytes (at most the blob's
+ *     size) while the worker uploads from it: PATCH requests of
+ *     `stream_chunk` bytes (at least OCI-Chunk-Min-Length) whose bodies
+ *     follow the download, then the final PUT ?digest= without a body once
+ *     the download has ended. Nothing touches the disk; memory is one ring
+ *     per blob in flight, whatever the blob sizes. An interrupted PATCH is
+ *     resumed from the offset the registry reports (GET on the upload URL),
+ *     a lost session restarted, at most max_resumes (registry options)
+ *     times per blob: the bytes from that offset come from the ring when it
+ *     still holds them, else from a new download starting there (a Range
+ *     request); the download also resumes on its own
+ *     (kiln_registry_blob_get_range()).
+ *     Digests: the destination registry computes the digest of what it
+ *     received and refuses the final PUT when it differs from the one in
+ *     ?digest= (the distribution spec requires it: 400 DIGEST_INVALID, and
+ *     the blob is not stored), and kiln checks the digest the registry
+ *     answers with (Docker-Content-Digest). That check is what guarantees
+ *     the copy: by default the streamed bytes are not hashed again here
+ *     (on a machine running both registries that hash is ~15% of a copy's
+ *     CPU). With `verify_streams` they are, and the final PUT is only sent
+ *     after the source's bytes matched their digest. Sizes are always
+ *     checked. Pulls into a layout always verify (above).
  *   layout -> layout: the blob file is copied through a kiln_layout_writer.
  *
  * Layouts as destination: the directory is created when missing (its parent
@@ -98,6 +115,8 @@
 #define KILN_TRANSFER_JOBS           4                    /* default blobs in flight */
 #define KILN_TRANSFER_MAX_JOBS       64                   /* cap of `jobs` */
 #define KILN_TRANSFER_STREAM_CHUNK   ((uint64_t)16 << 20) /* default PATCH size of a stream */
+#define KILN_TRANSFER_STREAM_BUFFER  ((size_t)2 << 20)    /* ring of a stream (per blob) */
+#define KILN_TRANSFER_LANE_MIN       ((uint64_t)1 << 20)  /* blobs this big need a lane */
 #define KILN_TRANSFER_MAX_DEPTH      4                    /* nested indexes followed with `all` */
 #define KILN_TRANSFER_BYTES_EVERY_MS 100
 
@@ -142,7 +161,8 @@ struct kiln_transfer_options {
     int jobs; /* blobs in flight; 0: KILN_TRANSFER_JOBS, at most KILN_TRANSFER_MAX_JOBS */
     const char *const *tags; /* NULL-terminated extra tags (registry) or names (layout), or NULL */
     uint64_t stream_chunk;   /* registry -> registry PATCH size; 0: KILN_TRANSFER_STREAM_CHUNK */
-    const char *spool_dir;   /* directory of the stream spool files; NULL: "/var/tmp" */
+    bool verify_streams;     /* registry -> registry: also check digests here (see above) */
+    const char *spool_dir;   /* unused (streams go through memory); kept for callers */
     bool layout_oci_types;   /* layout destination: store docker manifests converted to OCI */
     struct kiln_transfer_progress progress;
 };
