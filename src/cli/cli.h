@@ -30,6 +30,8 @@ extern const struct kiln_cmd kiln_cmd_pull;
 extern const struct kiln_cmd kiln_cmd_push;
 extern const struct kiln_cmd kiln_cmd_base;
 extern const struct kiln_cmd kiln_cmd_unpack;
+extern const struct kiln_cmd kiln_cmd_build;
+extern const struct kiln_cmd kiln_cmd_verify;
 
 /* Print "kiln: <msg>" to stderr and return the exit code of the error's category. */
 int cli_fail(const struct kiln_error *err);

@@ -9,8 +9,8 @@
 #include "util/buf.h"
 
 static const struct kiln_cmd *const commands[] = {
-    &kiln_cmd_spec, &kiln_cmd_dockerfile, &kiln_cmd_inspect, &kiln_cmd_copy,
-    &kiln_cmd_pull, &kiln_cmd_push,       &kiln_cmd_base,    &kiln_cmd_unpack,
+    &kiln_cmd_spec, &kiln_cmd_dockerfile, &kiln_cmd_inspect, &kiln_cmd_copy,  &kiln_cmd_pull,
+    &kiln_cmd_push, &kiln_cmd_base,       &kiln_cmd_unpack,  &kiln_cmd_build, &kiln_cmd_verify,
 };
 
 static const char main_help[] =

@@ -1,0 +1,1026 @@
+#include "util/common.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "build/engine.h"
+#include "build/layers.h"
+#include "build/overlay.h"
+#include "build/runtime.h"
+#include "build/stepcache.h"
+#include "build/verify.h"
+#include "layer/pack.h"
+#include "oci/config.h"
+#include "oci/reference.h"
+#include "registry/transfer.h"
+#include "spec/revision.h"
+#include "store/blobstore.h"
+#include "store/layerstore.h"
+#include "util/fs.h"
+#include "kiln/version.h"
+
+struct ctx {
+    const struct kiln_spec *spec;
+    const struct kiln_build_options *o;
+    struct kiln_build_result *res;
+    struct kiln_blobstore *bs;
+    struct kiln_layerstore *ls;
+    char *store_dir, *steps_dir, *builds_dir, *runtime_dir;
+    char *runtime;
+    /* this build's scratch dir, locked while it lives */
+    int build_fd;
+    char *build_dir;
+    char *init_dir; /* mount points for the runtime, on top of the lower dirs */
+    /* registries */
+    struct kiln_registry_options base_ro, push_ro;
+    struct kiln_ref base_ref;
+    char *base_repo_ref; /* domain/path, for transfers */
+    struct kiln_registry *base_reg;
+    struct kiln_image_info info;
+    /* plan and what each step produced */
+    struct kiln_plan plan;
+    struct kiln_step_record *recs;
+    /* layers held in the layer store (lower dirs), base first */
+    struct kiln_layer_ref **refs;
+    size_t n_refs;
+    /* the last lines of the running step */
+    char *tail[KILN_BUILD_TAIL_LINES];
+    size_t tail_next, tail_n;
+    time_t last_pull_log;
+};
+
+static void say(struct ctx *c, enum kiln_build_log kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void say(struct ctx *c, enum kiln_build_log kind, const char *fmt, ...)
+{
+    if (!c->o->on_log)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    int n = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    c->o->on_log(c->o->userdata, kind, s, (size_t)n);
+    free(s);
+}
+
+static int is_cancelled(struct ctx *c)
+{
+    return c->o->cancelled && c->o->cancelled(c->o->userdata);
+}
+
+static int http_progress(void *ud, uint64_t received, uint64_t sent)
+{
+    (void)received;
+    (void)sent;
+    return is_cancelled(ud);
+}
+
+static int cancelled_cb(void *ud)
+{
+    return is_cancelled(ud);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void human_bytes(uint64_t n, char out[32])
+{
+    if (n >= (uint64_t)1 << 30)
+        snprintf(out, 32, "%.1f GiB", (double)n / (double)((uint64_t)1 << 30));
+    else if (n >= (uint64_t)1 << 20)
+        snprintf(out, 32, "%.1f MiB", (double)n / (double)((uint64_t)1 << 20));
+    else if (n >= 1024)
+        snprintf(out, 32, "%.1f KiB", (double)n / 1024.0);
+    else
+        snprintf(out, 32, "%llu B", (unsigned long long)n);
+}
+
+static const char *short_digest(const char *d)
+{
+    const char *colon = strchr(d, ':');
+    return colon ? colon + 1 : d;
+}
+
+/* ---- scratch dirs ------------------------------------------------------------- */
+
+/* Unmount and remove a dead build's dir (its owner is gone: we hold its lock). */
+static void clean_dead_build(struct ctx *c, int builds_fd, const char *name)
+{
+    _cleanup_free_ char *dir = kiln_xasprintf("%s/%s", c->builds_dir, name);
+    /* containers first: each step dir sN holds its container's id */
+    DIR *d = opendir(dir);
+    bool mounted = false;
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (e->d_name[0] == '.')
+                continue;
+            _cleanup_free_ char *idf = kiln_xasprintf("%s/%s/container-id", dir, e->d_name);
+            char id[128] = "";
+            _cleanup_close_ int fd = open(idf, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+            if (fd >= 0) {
+                ssize_t n = read(fd, id, sizeof(id) - 1);
+                id[n > 0 ? n : 0] = 0;
+            }
+            if (id[0] && c->runtime) {
+                const char *argv[] = {c->runtime, "--root", c->runtime_dir, "delete", "--force",
+                                      id,         NULL};
+                struct kiln_proc_opts po = {.argv = argv, .timeout_ms = 30000};
+                int st;
+                kiln_proc_run(&po, &st, NULL);
+            }
+            _cleanup_free_ char *merged = kiln_xasprintf("%s/%s/merged", dir, e->d_name);
+            if (kiln_overlay_umount(merged, NULL) < 0)
+                mounted = true;
+        }
+        closedir(d);
+    }
+    if (mounted) {
+        say(c, KILN_BUILD_LOG_WARN, "cannot unmount the leftovers of build %s: kept", name);
+        return;
+    }
+    struct kiln_error *e = NULL;
+    if (kiln_fs_rm_rf_at(builds_fd, name, &e) < 0)
+        say(c, KILN_BUILD_LOG_WARN, "remove leftovers of build %s: %s", name, e->msg);
+    else
+        say(c, KILN_BUILD_LOG_INFO, "cleaned up the leftovers of an interrupted build (%s)", name);
+    kiln_error_free(e);
+}
+
+static void clean_dead_builds(struct ctx *c, int builds_fd)
+{
+    int dfd = dup(builds_fd);
+    if (dfd < 0)
+        return;
+    DIR *d = fdopendir(dfd);
+    if (!d) {
+        close(dfd);
+        return;
+    }
+    struct kiln_strv dead = KILN_STRV_INIT;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        int fd = openat(builds_fd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+            kiln_strv_push(&dead, e->d_name);
+        close(fd); /* the lock goes; a new build never reuses a name */
+    }
+    closedir(d);
+    for (size_t i = 0; i < dead.n; i++)
+        clean_dead_build(c, builds_fd, dead.v[i]);
+    kiln_strv_release(&dead);
+}
+
+static int open_state(struct ctx *c, struct kiln_error **err)
+{
+    const char *dd = c->o->data_dir;
+    if (!dd || !*dd)
+        return kiln_error_set(err, KILN_EINVAL, 0, "build: no data directory");
+    c->store_dir = kiln_xasprintf("%s/store", dd);
+    c->steps_dir = kiln_xasprintf("%s/cache/steps", dd);
+    c->builds_dir = kiln_xasprintf("%s/builds", dd);
+    c->runtime_dir = kiln_xasprintf("%s/runtime", dd);
+    int r;
+    if ((r = kiln_fs_mkdir_p_path(c->steps_dir, 0755, NULL, err)) < 0 ||
+        (r = kiln_fs_mkdir_p_path(c->runtime_dir, 0700, NULL, err)) < 0 ||
+        (r = kiln_blobstore_open(c->store_dir, 0, &c->bs, err)) < 0 ||
+        (r = kiln_layerstore_open(c->store_dir, 0, &c->ls, err)) < 0)
+        return kiln_error_prefix(err, "open kiln's data directory '%s'", dd);
+    return 0;
+}
+
+static int make_build_dir(struct ctx *c, struct kiln_error **err)
+{
+    int builds_fd = -1;
+    int r = kiln_fs_mkdir_p_path(c->builds_dir, 0700, &builds_fd, err);
+    if (r < 0)
+        return r;
+    clean_dead_builds(c, builds_fd);
+    char name[KILN_FS_RANDOM_NAME_LEN + 1];
+    int fd = kiln_fs_create_locked_temp(builds_fd, true, name, err);
+    close(builds_fd);
+    if (fd < 0)
+        return fd;
+    c->build_fd = fd;
+    c->build_dir = kiln_xasprintf("%s/%s", c->builds_dir, name);
+    return 0;
+}
+
+static void remove_build_dir(struct ctx *c)
+{
+    if (!c->build_dir)
+        return;
+    _cleanup_close_ int builds_fd = open(c->builds_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    const char *name = strrchr(c->build_dir, '/') + 1;
+    if (builds_fd >= 0)
+        kiln_fs_rm_rf_at(builds_fd, name, NULL);
+    close(c->build_fd);
+    c->build_fd = -1;
+}
+
+/* ---- the base image ------------------------------------------------------------- */
+
+static int resolve_base(struct ctx *c, const char *image, struct kiln_error **err)
+{
+    int r = kiln_ref_parse_normalized(image, &c->base_ref, err);
+    if (r < 0)
+        return kiln_error_prefix(err, "image '%s'", image);
+    say(c, KILN_BUILD_LOG_INFO, "resolve %s", image);
+    r = kiln_transfer_inspect(image, &c->base_ro, NULL, KILN_INSPECT_CONFIG, &c->info, err);
+    if (r < 0)
+        return kiln_error_prefix(err, "pull '%s'", image);
+    if (!c->info.config.root)
+        return kiln_error_set(err, KILN_EUNSUPPORTED, 0,
+                              "'%s' is not a container image (config %s)", image,
+                              c->info.manifest.config.media_type);
+    if (kiln_image_config_n_diff_ids(&c->info.config) != c->info.manifest.n_layers)
+        return kiln_error_set(
+            err, KILN_EINVAL, 0, "'%s': %zu layers but %zu diff_ids in its config", image,
+            c->info.manifest.n_layers, kiln_image_config_n_diff_ids(&c->info.config));
+    memcpy(c->res->base_digest, c->info.manifest_digest,
+           strnlen(c->info.manifest_digest, KILN_DIGEST_BUFSZ - 1));
+    c->base_repo_ref = kiln_xasprintf("%s/%s", c->base_ref.domain, c->base_ref.path);
+    say(c, KILN_BUILD_LOG_INFO, "base %s@%s: %zu layers", c->base_repo_ref, c->info.manifest_digest,
+        c->info.manifest.n_layers);
+    return 0;
+}
+
+static void pull_progress(void *ud, const char *digest, uint64_t bytes, uint64_t total)
+{
+    struct ctx *c = ud;
+    time_t t = time(NULL);
+    if (bytes != total && t == c->last_pull_log)
+        return;
+    c->last_pull_log = t;
+    char a[32], b[32];
+    human_bytes(bytes, a);
+    human_bytes(total, b);
+    say(c, KILN_BUILD_LOG_INFO, "pull %.12s: %s / %s", short_digest(digest), a, b);
+}
+
+static int hold_layer(struct ctx *c, struct kiln_layer_ref *ref)
+{
+    c->refs = kiln_xrealloc(c->refs, (c->n_refs + 1) * sizeof(*c->refs));
+    c->refs[c->n_refs++] = ref;
+    return 0;
+}
+
+/* Unpack the base layers into the layer store (once per diff_id) and hold them. */
+static int base_layers(struct ctx *c, struct kiln_error **err)
+{
+    if (!c->base_reg) {
+        int r = kiln_registry_new(c->base_ref.domain, &c->base_ro, &c->base_reg, err);
+        if (r < 0)
+            return r;
+    }
+    for (size_t i = 0; i < c->info.manifest.n_layers; i++) {
+        const struct kiln_descriptor *d = &c->info.manifest.layers[i];
+        struct kiln_layer_source src = {
+            .registry = c->base_reg,
+            .repo = c->base_ref.path,
+            .blobs = c->bs,
+            .progress = pull_progress,
+            .progress_data = c,
+        };
+        struct kiln_layer_ref *ref = NULL;
+        double t0 = now_s();
+        int r = kiln_layers_ensure(c->ls, &src, d, kiln_image_config_diff_id(&c->info.config, i),
+                                   &ref, err);
+        if (r < 0)
+            return kiln_error_prefix(err, "base layer %zu (%s)", i + 1, d->digest);
+        if (r > 0)
+            say(c, KILN_BUILD_LOG_INFO, "base layer %zu/%zu %.12s unpacked in %.1f s", i + 1,
+                c->info.manifest.n_layers, short_digest(d->digest), now_s() - t0);
+        hold_layer(c, ref);
+    }
+    return 0;
+}
+
+/* ---- steps ------------------------------------------------------------------------ */
+
+static void tail_reset(struct ctx *c)
+{
+    for (size_t i = 0; i < KILN_BUILD_TAIL_LINES; i++) {
+        free(c->tail[i]);
+        c->tail[i] = NULL;
+    }
+    c->tail_next = c->tail_n = 0;
+}
+
+static void on_step_line(void *ud, enum kiln_proc_stream stream, const char *line, size_t len)
+{
+    struct ctx *c = ud;
+    free(c->tail[c->tail_next]);
+    c->tail[c->tail_next] = kiln_xstrndup(line, len);
+    c->tail_next = (c->tail_next + 1) % KILN_BUILD_TAIL_LINES;
+    if (c->tail_n < KILN_BUILD_TAIL_LINES)
+        c->tail_n++;
+    if (c->o->on_log)
+        c->o->on_log(c->o->userdata,
+                     stream == KILN_PROC_STDERR ? KILN_BUILD_LOG_STDERR : KILN_BUILD_LOG_STDOUT,
+                     line, len);
+}
+
+static char *tail_text(struct ctx *c)
+{
+    struct kiln_buf b = KILN_BUF_INIT;
+    size_t first = (c->tail_next + KILN_BUILD_TAIL_LINES - c->tail_n) % KILN_BUILD_TAIL_LINES;
+    for (size_t i = 0; i < c->tail_n; i++) {
+        kiln_buf_adds(&b, "\n  ");
+        kiln_buf_adds(&b, c->tail[(first + i) % KILN_BUILD_TAIL_LINES]);
+    }
+    return kiln_buf_detach(&b, NULL);
+}
+
+static void rfc3339_now(char out[40])
+{
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, 40, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static int pack_write(void *ud, const void *data, size_t len, struct kiln_error **err)
+{
+    return kiln_blobstore_write(ud, data, len, err);
+}
+
+static int pack_progress(void *ud, uint64_t tar_bytes, uint64_t entries)
+{
+    (void)tar_bytes;
+    (void)entries;
+    return is_cancelled(ud);
+}
+
+/* Commit the upper dir into a layer in the blob store. */
+static int commit_upper(struct ctx *c, const struct kiln_step *st, const char *upper,
+                        struct kiln_step_record *rec, struct kiln_error **err)
+{
+    _cleanup_close_ int fd = open(upper, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "open '%s'", upper);
+    struct kiln_pack_options po = {
+        .compress = c->o->compress,
+        .overlay = true,
+        .exclude = st->exclude,
+        .progress = pack_progress,
+        .progress_data = c,
+    };
+    if (po.compress.algo == KILN_COMPRESSION_NONE)
+        po.compress.algo = KILN_COMPRESSION_GZIP;
+    if (c->o->source_date_epoch >= 0) {
+        po.clamp_mtime = true;
+        po.source_date_epoch = c->o->source_date_epoch;
+    }
+    struct kiln_blob_writer *w = NULL;
+    int r = kiln_blobstore_begin(c->bs, &w, err);
+    if (r < 0)
+        return r;
+    struct kiln_compress_result cr;
+    struct kiln_pack_stats ps;
+    r = kiln_pack_dir(fd, &po, pack_write, w, &cr, &ps, err);
+    if (r < 0) {
+        kiln_blobstore_abort(w);
+        return r;
+    }
+    r = kiln_blobstore_commit(w, cr.digest, (int64_t)cr.size, NULL, err);
+    if (r < 0)
+        return r;
+    memset(rec, 0, sizeof(*rec));
+    memcpy(rec->digest, cr.digest, sizeof(rec->digest));
+    memcpy(rec->diff_id, cr.diff_id, sizeof(rec->diff_id));
+    rec->size = cr.size;
+    snprintf(rec->media_type, sizeof(rec->media_type), "%s", cr.media_type);
+    rfc3339_now(rec->created);
+    char a[32], b[32];
+    human_bytes(cr.size, a);
+    human_bytes(cr.uncompressed_size, b);
+    say(c, KILN_BUILD_LOG_INFO,
+        "committed layer %.12s: %s (%s uncompressed, %llu files, %llu whiteouts)",
+        short_digest(cr.digest), a, b, (unsigned long long)ps.files,
+        (unsigned long long)(ps.whiteouts + ps.opaque_dirs));
+    return 0;
+}
+
+/* The env of a step: the image's, PATH when it has none, HOME=/root, the step's. */
+static void step_env(struct ctx *c, const struct kiln_step *st, struct kiln_strv *env)
+{
+    struct kiln_strv base = KILN_STRV_INIT;
+    kiln_image_config_env(&c->info.config, &base);
+    bool have_path = false;
+    for (size_t i = 0; i < base.n; i++) {
+        if (!strncmp(base.v[i], "HOME=", 5))
+            continue;
+        if (!strncmp(base.v[i], "PATH=", 5))
+            have_path = true;
+        kiln_strv_push(env, base.v[i]);
+    }
+    kiln_strv_release(&base);
+    if (!have_path)
+        kiln_strv_push(env, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    kiln_strv_push(env, "HOME=/root");
+    for (size_t i = 0; i < st->env.n; i++)
+        kiln_strv_push(env, st->env.v[i]);
+}
+
+/*
+ * The runtime creates the mount points it needs (/proc, /dev, /sys,
+ * /etc/resolv.conf, /etc/hosts) when the root file system lacks them; in an
+ * overlay they would land in the upper dir and so in the layer. A small
+ * "init" dir holding them sits on top of the lower dirs instead (docker's
+ * init layer does the same), and is never committed.
+ */
+static int make_init_dir(struct ctx *c, struct kiln_error **err)
+{
+    if (c->init_dir)
+        return 0;
+    _cleanup_free_ char *init = kiln_xasprintf("%s/init", c->build_dir);
+    static const char *const dirs[] = {"proc", "sys", "dev", "etc", NULL};
+    static const char *const files[] = {"etc/resolv.conf", "etc/hosts", NULL};
+    int fd = -1;
+    int r = kiln_fs_mkdir_p_path(init, 0755, &fd, err);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; dirs[i] && r >= 0; i++)
+        if (mkdirat(fd, dirs[i], 0755) < 0 && errno != EEXIST)
+            r = kiln_error_set(err, KILN_EIO, errno, "create '%s/%s'", init, dirs[i]);
+    for (size_t i = 0; files[i] && r >= 0; i++) {
+        int f = openat(fd, files[i], O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (f < 0)
+            r = kiln_error_set(err, KILN_EIO, errno, "create '%s/%s'", init, files[i]);
+        else
+            close(f);
+    }
+    close(fd);
+    if (r >= 0)
+        c->init_dir = TAKE_PTR(init);
+    return r;
+}
+
+/* The lower dirs of the next step, top first: the init dir, then the layers. */
+static const char **lowers_of(struct ctx *c)
+{
+    const char **l = kiln_xcalloc(c->n_refs + 2, sizeof(*l));
+    size_t n = 0;
+    if (c->init_dir)
+        l[n++] = c->init_dir;
+    for (size_t i = 0; i < c->n_refs; i++)
+        l[n++] = kiln_layer_ref_path(c->refs[c->n_refs - 1 - i]);
+    return l;
+}
+
+static int write_text(const char *path, const char *text, struct kiln_error **err)
+{
+    _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0 || kiln_fs_write_all(fd, text, strlen(text)) < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "write '%s'", path);
+    return 0;
+}
+
+static int run_step(struct ctx *c, size_t i, struct kiln_error **err)
+{
+    const struct kiln_step *st = &c->plan.steps[i];
+    _cleanup_free_ char *sdir = kiln_xasprintf("%s/s%zu", c->build_dir, i);
+    _cleanup_free_ char *upper = kiln_xasprintf("%s/upper", sdir);
+    _cleanup_free_ char *work = kiln_xasprintf("%s/work", sdir);
+    _cleanup_free_ char *merged = kiln_xasprintf("%s/merged", sdir);
+    _cleanup_free_ char *bundle = kiln_xasprintf("%s/bundle", sdir);
+    int r;
+    if ((r = kiln_fs_mkdir_p_path(upper, 0755, NULL, err)) < 0 ||
+        (r = kiln_fs_mkdir_p_path(work, 0700, NULL, err)) < 0 ||
+        (r = kiln_fs_mkdir_p_path(merged, 0755, NULL, err)) < 0 ||
+        (r = kiln_fs_mkdir_p_path(bundle, 0700, NULL, err)) < 0)
+        return r;
+    if ((r = make_init_dir(c, err)) < 0)
+        return r;
+    _cleanup_free_ const char **lowers = lowers_of(c);
+    if ((r = kiln_overlay_mount(lowers, upper, work, merged, err)) < 0)
+        return r;
+
+    char rnd[KILN_FS_RANDOM_NAME_LEN + 1];
+    kiln_fs_random_name(rnd);
+    _cleanup_free_ char *id = kiln_xasprintf("kiln-%s-%zu", rnd, i);
+    _cleanup_free_ char *idfile = kiln_xasprintf("%s/container-id", sdir);
+    struct kiln_strv env = KILN_STRV_INIT;
+    step_env(c, st, &env);
+    struct kiln_run_options ro = {
+        .runtime = c->runtime,
+        .state_dir = c->runtime_dir,
+        .bundle_dir = bundle,
+        .rootfs = merged,
+        .id = id,
+        .argv = (const char *const *)st->argv.v,
+        .env = (const char *const *)env.v,
+        .cwd = "/",
+        .uid = 0,
+        .gid = 0,
+        .hostname = "kiln",
+        .host_network = true,
+        .timeout_ms = c->o->step_timeout_ms,
+        .cancelled = cancelled_cb,
+        .on_line = on_step_line,
+        .userdata = c,
+    };
+    tail_reset(c);
+    int status = -1;
+    double t0 = now_s();
+    r = write_text(idfile, id, err);
+    if (r >= 0)
+        r = kiln_runtime_run(&ro, &status, err);
+    kiln_strv_release(&env);
+    struct kiln_error *uerr = NULL;
+    if (kiln_overlay_umount(merged, &uerr) < 0 && r >= 0)
+        r = kiln_error_set(err, KILN_EIO, 0, "%s", uerr->msg);
+    kiln_error_free(uerr);
+    if (r < 0)
+        return kiln_error_prefix(err, "step %s", kiln_step_name(st));
+    if (status != 0) {
+        c->res->step_status = status;
+        _cleanup_free_ char *tail = tail_text(c);
+        return kiln_error_set(err, KILN_EIO, 0,
+                              "step %s failed with exit status %d; its last "
+                              "lines:%s",
+                              kiln_step_name(st), status, tail);
+    }
+    say(c, KILN_BUILD_LOG_INFO, "step %s ran in %.1f s", kiln_step_name(st), now_s() - t0);
+    r = commit_upper(c, st, upper, &c->recs[i], err);
+    if (r < 0)
+        return kiln_error_prefix(err, "commit step %s", kiln_step_name(st));
+    r = kiln_stepcache_put(c->steps_dir, st->key, &c->recs[i], err);
+    if (r < 0)
+        return r;
+    /* the scratch dirs of this step are no longer needed */
+    _cleanup_close_ int bfd = open(c->build_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    _cleanup_free_ char *sname = kiln_xasprintf("s%zu", i);
+    if (bfd >= 0)
+        kiln_fs_rm_rf_at(bfd, sname, NULL);
+    return 0;
+}
+
+/* Hold a step's layer as a lower dir, unpacking it from its blob when needed. */
+static int step_layer(struct ctx *c, size_t i, struct kiln_error **err)
+{
+    const struct kiln_step_record *rec = &c->recs[i];
+    struct kiln_descriptor d = KILN_DESCRIPTOR_INIT;
+    d.media_type = (char *)rec->media_type;
+    d.digest = (char *)rec->digest;
+    d.size = (int64_t)rec->size;
+    struct kiln_layer_source src = {.blobs = c->bs};
+    struct kiln_layer_ref *ref = NULL;
+    int r = kiln_layers_ensure(c->ls, &src, &d, rec->diff_id, &ref, err);
+    if (r < 0)
+        return kiln_error_prefix(err, "layer of step %s", kiln_step_name(&c->plan.steps[i]));
+    return hold_layer(c, ref);
+}
+
+static int run_steps(struct ctx *c, struct kiln_error **err)
+{
+    size_t n = c->plan.n_steps;
+    size_t first = n;
+    for (size_t i = 0; i < n; i++) {
+        const struct kiln_step *st = &c->plan.steps[i];
+        int hit = 0;
+        if (!c->o->no_cache) {
+            hit = kiln_stepcache_get(c->steps_dir, st->key, &c->recs[i], err);
+            if (hit < 0)
+                return hit;
+            if (hit && kiln_blobstore_has(c->bs, c->recs[i].digest, NULL, NULL) != 1)
+                hit = 0;
+        }
+        if (!hit) {
+            first = i;
+            break;
+        }
+        say(c, KILN_BUILD_LOG_INFO, "step %zu/%zu %s: cached (layer %.12s)", i + 1, n,
+            kiln_step_name(st), short_digest(c->recs[i].digest));
+        c->res->steps_cached++;
+    }
+    if (first == n)
+        return 0;
+
+    int r = kiln_runtime_detect(c->o->runtime, &c->runtime, err);
+    if (r < 0)
+        return r;
+    if ((r = make_build_dir(c, err)) < 0)
+        return r;
+    if ((r = base_layers(c, err)) < 0)
+        return r;
+    for (size_t i = 0; i < first; i++)
+        if ((r = step_layer(c, i, err)) < 0)
+            return r;
+    for (size_t i = first; i < n; i++) {
+        if (is_cancelled(c))
+            return kiln_error_set(err, KILN_ECANCELLED, 0, "build cancelled");
+        const struct kiln_step *st = &c->plan.steps[i];
+        say(c, KILN_BUILD_LOG_INFO, "step %zu/%zu %s: %s", i + 1, n, kiln_step_name(st),
+            st->created_by + strlen("RUN /bin/sh -c "));
+        if ((r = run_step(c, i, err)) < 0)
+            return r;
+        c->res->steps_run++;
+        if ((i + 1 < n || c->o->verify) && (r = step_layer(c, i, err)) < 0)
+            return r;
+    }
+    return 0;
+}
+
+/* ---- the image ---------------------------------------------------------------------- */
+
+static int add_history(struct kiln_image_config *cfg, const char *created, const char *by,
+                       bool empty, struct kiln_error **err)
+{
+    struct kiln_history h = {.created = created, .created_by = by, .empty_layer = empty};
+    return kiln_image_config_add_history(cfg, &h, err);
+}
+
+static bool is_root_user(const char *u)
+{
+    return !u || !*u || !strcmp(u, "root") || !strcmp(u, "0") || !strncmp(u, "root:", 5) ||
+           !strncmp(u, "0:", 2);
+}
+
+static int make_config(struct ctx *c, struct kiln_buf *out, struct kiln_error **err)
+{
+    struct kiln_image_config cfg = KILN_IMAGE_CONFIG_INIT;
+    kiln_image_config_copy(&cfg, &c->info.config);
+    int r = 0;
+    const char *created = kiln_image_config_get(&cfg, KILN_IC_CREATED);
+    _cleanup_free_ char *created_copy = created ? kiln_xstrdup(created) : NULL;
+    const char *user = kiln_image_config_get(&c->info.config, KILN_IC_USER);
+    size_t n = c->plan.n_steps;
+    for (size_t i = 0; i < n && r >= 0; i++) {
+        if (i == 0)
+            r = add_history(&cfg, c->recs[0].created, "USER root", true, err);
+        if (r >= 0)
+            r = kiln_image_config_add_diff_id(&cfg, c->recs[i].diff_id, err);
+        if (r >= 0)
+            r = add_history(&cfg, c->recs[i].created, c->plan.steps[i].created_by, false, err);
+        free(created_copy);
+        created_copy = kiln_xstrdup(c->recs[i].created);
+    }
+    if (r >= 0 && n > 0 && !is_root_user(user)) {
+        _cleanup_free_ char *by = kiln_xasprintf("USER %s", user);
+        r = add_history(&cfg, created_copy, by, true, err);
+    }
+    json_t *sj = kiln_spec_to_json(c->spec, KILN_SPEC_SHAPE_KILN);
+    _cleanup_free_ char *spec_text = json_dumps(sj, JSON_COMPACT);
+    json_decref(sj);
+    char rev[KILN_REVISION_LEN + 1];
+    kiln_spec_revision(c->spec, rev);
+    if (r >= 0 && created_copy)
+        r = kiln_image_config_set(&cfg, KILN_IC_CREATED, created_copy, err);
+    if (r >= 0)
+        r = kiln_image_config_set_label(&cfg, "io.kiln.spec", spec_text, err);
+    if (r >= 0)
+        r = kiln_image_config_set_label(&cfg, "io.kiln.revision", rev, err);
+    if (r >= 0)
+        r = kiln_image_config_set_label(&cfg, "io.kiln.version", kiln_version(), err);
+    if (r >= 0)
+        r = kiln_image_config_serialize(&cfg, out, err);
+    kiln_image_config_release(&cfg);
+    return r;
+}
+
+static int make_manifest(struct ctx *c, const char *config_digest, size_t config_size,
+                         struct kiln_manifest *m, struct kiln_buf *out, struct kiln_error **err)
+{
+    m->media_type = kiln_xstrdup(KILN_MT_OCI_MANIFEST);
+    m->config.media_type = kiln_xstrdup(KILN_MT_OCI_CONFIG);
+    m->config.digest = kiln_xstrdup(config_digest);
+    m->config.size = (int64_t)config_size;
+    int r = 0;
+    /* base layers in OCI types first, so that one conversion covers all */
+    struct kiln_manifest base = KILN_MANIFEST_INIT;
+    base.media_type = kiln_xstrdup(c->info.manifest_media_type);
+    base.config.media_type = kiln_xstrdup(c->info.manifest.config.media_type);
+    base.config.digest = kiln_xstrdup(c->info.manifest.config.digest);
+    base.config.size = c->info.manifest.config.size;
+    for (size_t i = 0; i < c->info.manifest.n_layers; i++)
+        kiln_manifest_add_layer(&base, &c->info.manifest.layers[i]);
+    r = kiln_manifest_convert(&base, KILN_FORMAT_OCI, err);
+    for (size_t i = 0; r >= 0 && i < base.n_layers; i++)
+        kiln_manifest_add_layer(m, &base.layers[i]);
+    kiln_manifest_release(&base);
+    for (size_t i = 0; r >= 0 && i < c->plan.n_steps; i++) {
+        struct kiln_descriptor d = KILN_DESCRIPTOR_INIT;
+        d.media_type = c->recs[i].media_type;
+        d.digest = c->recs[i].digest;
+        d.size = (int64_t)c->recs[i].size;
+        kiln_manifest_add_layer(m, &d);
+    }
+    if (r >= 0 && c->o->format == KILN_FORMAT_DOCKER)
+        r = kiln_manifest_convert(m, KILN_FORMAT_DOCKER, err);
+    if (r >= 0)
+        r = kiln_manifest_serialize(m, out, err);
+    return r;
+}
+
+/* ---- verify --------------------------------------------------------------------------- */
+
+static int verify_image(struct ctx *c, const char *config_data, size_t config_len,
+                        struct kiln_verify_report *rep, struct kiln_error **err)
+{
+    int r;
+    if (!c->runtime && (r = kiln_runtime_detect(c->o->runtime, &c->runtime, err)) < 0)
+        return r;
+    if (!c->build_dir && (r = make_build_dir(c, err)) < 0)
+        return r;
+    if (c->n_refs == 0) {
+        if ((r = base_layers(c, err)) < 0)
+            return r;
+        for (size_t i = 0; i < c->plan.n_steps; i++)
+            if ((r = step_layer(c, i, err)) < 0)
+                return r;
+    }
+    struct kiln_image_config cfg = KILN_IMAGE_CONFIG_INIT;
+    if ((r = kiln_image_config_parse(config_data, config_len, &cfg, err)) < 0)
+        return r;
+    _cleanup_free_ char *vdir = kiln_xasprintf("%s/verify", c->build_dir);
+    _cleanup_free_ const char **lowers = lowers_of(c);
+    struct kiln_verify_options vo = {
+        .runtime = c->runtime,
+        .state_dir = c->runtime_dir,
+        .work_dir = vdir,
+        .lowers = lowers,
+        .config = &cfg,
+        .timeout_ms = 120000,
+        .cancelled = cancelled_cb,
+        .on_line = on_step_line,
+        .userdata = c,
+    };
+    say(c, KILN_BUILD_LOG_INFO, "verify: JupyterHub readiness checks");
+    r = kiln_fs_mkdir_p_path(vdir, 0700, NULL, err);
+    if (r >= 0)
+        r = kiln_verify_run(&vo, rep, err);
+    kiln_image_config_release(&cfg);
+    if (r < 0)
+        return kiln_error_prefix(err, "verify");
+    if (rep->warning[0])
+        say(c, KILN_BUILD_LOG_WARN, "verify: %s", rep->warning);
+    if (!rep->ready)
+        return kiln_error_set(err, KILN_EINVAL, 0,
+                              "verify: the image is not JupyterHub-ready: "
+                              "%s check failed: %s",
+                              kiln_verify_check_name(rep->failed), rep->reason);
+    say(c, KILN_BUILD_LOG_INFO, "verify: ready (user %s uid %u, home %s, %s)", rep->user,
+        (unsigned)rep->uid, rep->home, rep->version);
+    return 0;
+}
+
+/* ---- push ------------------------------------------------------------------------------ */
+
+static int push_blob(struct ctx *c, struct kiln_registry *reg, const char *repo, const char *digest,
+                     uint64_t size, struct kiln_error **err)
+{
+    int r = kiln_registry_blob_head(reg, repo, digest, NULL, err);
+    if (r < 0)
+        return r;
+    if (r == 1) {
+        say(c, KILN_BUILD_LOG_INFO, "push %.12s: already there", short_digest(digest));
+        return 0;
+    }
+    uint64_t have = 0;
+    _cleanup_close_ int fd = kiln_blobstore_open_blob(c->bs, digest, &have, err);
+    if (fd < 0)
+        return fd;
+    double t0 = now_s();
+    r = kiln_registry_blob_push(reg, repo, digest, fd, have, NULL, err);
+    if (r < 0)
+        return kiln_error_prefix(err, "upload %s", digest);
+    char a[32];
+    human_bytes(size, a);
+    say(c, KILN_BUILD_LOG_INFO, "push %.12s: %s uploaded in %.2f s", short_digest(digest), a,
+        now_s() - t0);
+    return 0;
+}
+
+/* Make sure the base layers are in the target repository. */
+static int push_base(struct ctx *c, struct kiln_registry *reg, const struct kiln_ref *t,
+                     struct kiln_error **err)
+{
+    bool same = !strcmp(t->domain, c->base_ref.domain);
+    bool need_copy = false;
+    for (size_t i = 0; i < c->info.manifest.n_layers; i++) {
+        const struct kiln_descriptor *d = &c->info.manifest.layers[i];
+        int r = kiln_registry_blob_head(reg, t->path, d->digest, NULL, err);
+        if (r < 0)
+            return r;
+        if (r == 1)
+            continue;
+        if (!same) {
+            need_copy = true;
+            break;
+        }
+        struct kiln_upload *u = NULL;
+        r = kiln_registry_upload_start(reg, t->path, d->digest, c->base_ref.path, &u, err);
+        if (r < 0)
+            return r;
+        if (r == 1) {
+            say(c, KILN_BUILD_LOG_INFO, "push %.12s: mounted from %s", short_digest(d->digest),
+                c->base_ref.path);
+            continue;
+        }
+        kiln_upload_cancel(u, NULL);
+        kiln_upload_free(u);
+        need_copy = true;
+        break;
+    }
+    if (!need_copy)
+        return 0;
+    _cleanup_free_ char *src = kiln_xasprintf("%s@%s", c->base_repo_ref, c->info.manifest_digest);
+    _cleanup_free_ char *dst =
+        kiln_xasprintf("%s/%s@%s", t->domain, t->path, c->info.manifest_digest);
+    say(c, KILN_BUILD_LOG_INFO, "push: copy the base layers from %s", c->base_repo_ref);
+    struct kiln_transfer_endpoint se = {.ref = src, .registry = &c->base_ro};
+    struct kiln_transfer_endpoint de = {.ref = dst, .registry = &c->push_ro};
+    struct kiln_transfer_options to = {0};
+    int r = kiln_transfer_copy(&se, &de, &to, NULL, err);
+    return r < 0 ? kiln_error_prefix(err, "copy the base layers") : 0;
+}
+
+static int push_image(struct ctx *c, const char *config_digest, uint64_t config_size,
+                      const struct kiln_manifest *m, const struct kiln_buf *mbuf,
+                      struct kiln_error **err)
+{
+    struct kiln_ref t = KILN_REF_INIT;
+    int r = kiln_ref_parse_normalized(c->o->target, &t, err);
+    if (r < 0)
+        return kiln_error_prefix(err, "target");
+    struct kiln_registry *reg = NULL;
+    double t0 = now_s();
+    say(c, KILN_BUILD_LOG_INFO, "push %s", c->o->target);
+    r = kiln_registry_new(t.domain, &c->push_ro, &reg, err);
+    if (r >= 0)
+        r = push_base(c, reg, &t, err);
+    for (size_t i = 0; r >= 0 && i < c->plan.n_steps; i++)
+        r = push_blob(c, reg, t.path, c->recs[i].digest, c->recs[i].size, err);
+    if (r >= 0)
+        r = push_blob(c, reg, t.path, config_digest, config_size, err);
+    const char *tag = t.tag ? t.tag : t.digest;
+    if (r >= 0)
+        r = kiln_registry_manifest_put(reg, t.path, tag, kiln_manifest_media_type(m), mbuf->buf,
+                                       mbuf->len, NULL, err);
+    for (size_t i = 0; r >= 0 && c->o->extra_tags && c->o->extra_tags[i]; i++)
+        r = kiln_registry_manifest_put(reg, t.path, c->o->extra_tags[i],
+                                       kiln_manifest_media_type(m), mbuf->buf, mbuf->len, NULL,
+                                       err);
+    if (r >= 0) {
+        c->res->pushed = true;
+        say(c, KILN_BUILD_LOG_INFO, "pushed %s in %.2f s", c->o->target, now_s() - t0);
+    }
+    kiln_registry_free(reg);
+    kiln_ref_release(&t);
+    return r < 0 ? kiln_error_prefix(err, "push '%s'", c->o->target) : 0;
+}
+
+/* ---- the whole build ----------------------------------------------------------------- */
+
+static int build(struct ctx *c, struct kiln_error **err)
+{
+    int r;
+    if ((r = open_state(c, err)) < 0 || (r = resolve_base(c, c->spec->base_image, err)) < 0)
+        return r;
+    r = kiln_plan_make(c->spec, c->info.manifest_digest, &c->o->plan, &c->plan, err);
+    if (r < 0)
+        return r;
+    c->recs = kiln_xcalloc(c->plan.n_steps ? c->plan.n_steps : 1, sizeof(*c->recs));
+    if ((r = run_steps(c, err)) < 0)
+        return r;
+
+    struct kiln_buf cbuf = KILN_BUF_INIT, mbuf = KILN_BUF_INIT;
+    struct kiln_manifest m = KILN_MANIFEST_INIT;
+    char config_digest[KILN_DIGEST_BUFSZ], manifest_digest[KILN_DIGEST_BUFSZ];
+    if ((r = make_config(c, &cbuf, err)) < 0 ||
+        (r = kiln_blobstore_put(c->bs, cbuf.buf, cbuf.len, NULL, config_digest, err)) < 0 ||
+        (r = make_manifest(c, config_digest, cbuf.len, &m, &mbuf, err)) < 0 ||
+        (r = kiln_blobstore_put(c->bs, mbuf.buf, mbuf.len, NULL, manifest_digest, err)) < 0) {
+        kiln_error_prefix(err, "write the image");
+        goto out;
+    }
+    memcpy(c->res->config_digest, config_digest, sizeof(config_digest));
+    memcpy(c->res->manifest_digest, manifest_digest, sizeof(manifest_digest));
+    c->res->manifest_size = mbuf.len;
+    say(c, KILN_BUILD_LOG_INFO, "image %s (%zu steps run, %zu cached)", manifest_digest,
+        c->res->steps_run, c->res->steps_cached);
+    struct kiln_verify_report rep;
+    if (c->o->verify && (r = verify_image(c, cbuf.buf, cbuf.len, &rep, err)) < 0)
+        goto out;
+    if (c->o->target && (r = push_image(c, config_digest, cbuf.len, &m, &mbuf, err)) < 0)
+        goto out;
+    r = 0;
+out:
+    kiln_buf_release(&cbuf);
+    kiln_buf_release(&mbuf);
+    kiln_manifest_release(&m);
+    return r;
+}
+
+static void ctx_init(struct ctx *c, const struct kiln_spec *s, const struct kiln_build_options *o,
+                     struct kiln_build_result *res)
+{
+    memset(res, 0, sizeof(*res));
+    *c = (struct ctx){
+        .spec = s,
+        .o = o,
+        .res = res,
+        .build_fd = -1,
+        .info = KILN_IMAGE_INFO_INIT,
+        .plan = KILN_PLAN_INIT,
+        .base_ref = KILN_REF_INIT,
+    };
+    static const struct kiln_registry_options defaults = {0};
+    c->base_ro = o->base_registry ? *o->base_registry : defaults;
+    c->push_ro = o->push_registry ? *o->push_registry : defaults;
+    if (o->cancelled) {
+        /* the caller's own progress hooks are replaced: cancel is all they could do here */
+        c->base_ro.progress = c->push_ro.progress = http_progress;
+        c->base_ro.progress_data = c->push_ro.progress_data = c;
+    }
+}
+
+static void ctx_release(struct ctx *cp)
+{
+    struct ctx c = *cp;
+
+    for (size_t i = 0; i < c.n_refs; i++)
+        kiln_layerstore_release(c.refs[i]);
+    free(c.refs);
+    remove_build_dir(&c);
+    tail_reset(&c);
+    kiln_registry_free(c.base_reg);
+    kiln_image_info_release(&c.info);
+    kiln_ref_release(&c.base_ref);
+    kiln_plan_release(&c.plan);
+    free(c.recs);
+    free(c.base_repo_ref);
+    free(c.runtime);
+    free(c.store_dir);
+    free(c.steps_dir);
+    free(c.builds_dir);
+    free(c.runtime_dir);
+    free(c.build_dir);
+    free(c.init_dir);
+    kiln_layerstore_free(c.ls);
+    kiln_blobstore_free(c.bs);
+}
+
+int kiln_build_run(const struct kiln_spec *s, const struct kiln_build_options *o,
+                   struct kiln_build_result *ret, struct kiln_error **err)
+{
+    struct kiln_build_result res;
+    struct ctx c;
+    ctx_init(&c, s, o, &res);
+    int r = build(&c, err);
+    ctx_release(&c);
+    if (ret)
+        *ret = res;
+    return r;
+}
+
+int kiln_build_verify_ref(const char *ref, const struct kiln_build_options *o,
+                          struct kiln_verify_report *ret, struct kiln_error **err)
+{
+    struct kiln_build_result res;
+    struct ctx c;
+    ctx_init(&c, NULL, o, &res);
+    struct kiln_verify_report rep;
+    memset(&rep, 0, sizeof(rep));
+    int r = open_state(&c, err);
+    if (r >= 0)
+        r = resolve_base(&c, ref, err);
+    if (r >= 0) {
+        struct kiln_buf cbuf = KILN_BUF_INIT;
+        r = kiln_image_config_serialize(&c.info.config, &cbuf, err);
+        if (r >= 0) {
+            r = verify_image(&c, cbuf.buf, cbuf.len, &rep, err);
+            /* a failed check is a report, not an error */
+            if (r < 0 && rep.failed != KILN_VERIFY_NONE) {
+                kiln_error_free(err ? *err : NULL);
+                if (err)
+                    *err = NULL;
+                r = 0;
+            }
+        }
+        kiln_buf_release(&cbuf);
+    }
+    ctx_release(&c);
+    if (r >= 0 && ret)
+        *ret = rep;
+    return r;
+}
