@@ -15,11 +15,18 @@ static const char apt_script[] = "set -e\n"
 static const char conda_script[] = "set -e\n"
                                    "conda install --yes \"$@\"\n"
                                    "conda clean --all -f -y\n";
-static const char pip_script[] = "set -e\n"
-                                 "if command -v pip >/dev/null 2>&1; then\n"
-                                 "    exec pip install --no-cache-dir \"$@\"\n"
-                                 "fi\n"
-                                 "exec python3 -m pip install --no-cache-dir \"$@\"\n";
+static const char pip_script[] =
+    "set -e\n"
+    "if python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.isfile(os.path.join("
+    "sysconfig.get_path(\"stdlib\"), \"EXTERNALLY-MANAGED\")))' 2>/dev/null; then\n"
+    "    echo 'kiln: the Python is externally managed (PEP 668): installing with "
+    "PIP_BREAK_SYSTEM_PACKAGES=1'\n"
+    "    export PIP_BREAK_SYSTEM_PACKAGES=1\n"
+    "fi\n"
+    "if command -v pip >/dev/null 2>&1; then\n"
+    "    exec pip install --no-cache-dir \"$@\"\n"
+    "fi\n"
+    "exec python3 -m pip install --no-cache-dir \"$@\"\n";
 
 static const char *const apt_exclude[] = {"var/lib/apt/lists/*", "var/cache/apt/*.bin", NULL};
 static const char *const conda_exclude[] = {"root/.cache/*", NULL};

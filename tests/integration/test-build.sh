@@ -1,0 +1,256 @@
+#!/bin/sh
+# TAP test of `kiln build` and `kiln verify`, with real parts only: a base
+# made by `kiln base` (mmdebstrap from Debian's mirror) in a loopback
+# docker-registry, apt packages from Debian's mirror, pip packages from a
+# local wheel index, steps run by runc over overlayfs. The image is then
+# checked from outside kiln (skopeo, umoci, runc through kiln verify).
+# usage: test-build.sh KILN_BINARY [SOURCE_DIR]
+#
+# The base image layout is cached across runs in
+# ${KILN_TEST_CACHE:-/var/tmp/kiln-test-cache}/base-YYYYMMDD (made once a day,
+# under a lock, so that the gcc and the sanitizer runs of one CI job share it).
+set -u
+KILN=$1
+HERE=$(cd "${2:-$(dirname "$0")}" && pwd)
+# shellcheck source=lib/registry.sh
+. "$HERE/lib/registry.sh"
+# shellcheck source=lib/wheelhouse.sh
+. "$HERE/lib/wheelhouse.sh"
+
+if ! registry_available; then
+    echo "1..0 # SKIP $REGISTRY_MISSING"
+    exit 0
+fi
+for tool in mmdebstrap skopeo umoci jq runc flock; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "1..0 # SKIP missing: $tool"
+        exit 0
+    fi
+done
+if [ "$(id -u)" -ne 0 ]; then
+    echo "1..0 # SKIP kiln build needs root (overlay mounts, runc)"
+    exit 0
+fi
+
+T=$(mktemp -d "${TMPDIR:-/var/tmp}/kiln-test-build.XXXXXX") || exit 1
+cleanup() {
+    # never leave a mount behind, whatever happened
+    grep " $T/" /proc/self/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m"; done
+    wheelhouse_cleanup
+    registry_cleanup
+    rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT TERM HUP
+n=0
+fails=0
+ok() { # ok STATUS DESCRIPTION
+    n=$((n + 1))
+    if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fails=$((fails + 1)); fi
+}
+is() { # is GOT WANT DESCRIPTION
+    [ "$1" = "$2" ]
+    r=$?
+    ok $r "$3"
+    [ $r -eq 0 ] || { echo "#   got:  '$1'"; echo "#   want: '$2'"; }
+}
+show() { tail -n "${2:-15}" "$1" | sed 's/^/#   /'; }
+
+# ---- fixtures: registry, base image, wheel index --------------------------------
+registry_start noauth >/dev/null 2>&1 || { echo "1..0 # SKIP cannot start docker-registry"; exit 0; }
+CACHE=${KILN_TEST_CACHE:-/var/tmp/kiln-test-cache}
+mkdir -p "$CACHE"
+BASE_LAYOUT=$CACHE/base-$(date -u +%Y%m%d)
+(
+    flock 9
+    if [ ! -f "$BASE_LAYOUT/index.json" ]; then
+        rm -rf "$BASE_LAYOUT.tmp"
+        "$KILN" base --oci-dir "$BASE_LAYOUT.tmp:base" --work-dir "$CACHE" -q >"$T/base.out" 2>&1 &&
+            mv "$BASE_LAYOUT.tmp" "$BASE_LAYOUT"
+    fi
+) 9>"$CACHE/base.lock"
+if [ ! -f "$BASE_LAYOUT/index.json" ]; then
+    echo "1..0 # SKIP could not bootstrap the base image: $(tail -n 3 "$T/base.out" | tr '\n' ' ')"
+    exit 0
+fi
+BASE=$REGISTRY/kiln/base:bookworm
+"$KILN" push -q --oci-dir "$BASE_LAYOUT:base" "$BASE" >/dev/null 2>"$T/push.err" ||
+    { echo "1..0 # SKIP cannot push the base: $(cat "$T/push.err")"; exit 0; }
+
+wheelhouse_make "$T/wh" kilntest-hello==1.0 kilntest-hello==1.1 >/dev/null 2>&1
+wheelhouse_start "$T/wh" >/dev/null 2>&1 || { echo "1..0 # SKIP cannot start the wheel index"; exit 0; }
+export KILN_PIP_INDEX_URL="$WHEELHOUSE_URL"
+export KILN_DATA_DIR="$T/data"
+
+spec() { # spec FILE APT... -- PIP...
+    f=$1
+    shift
+    {
+        echo "name: demo"
+        echo "baseImage: ${SPEC_BASE:-$BASE}"
+        echo "packages:"
+        echo "  apt:"
+        while [ $# -gt 0 ] && [ "$1" != "--" ]; do echo "    - '$1'"; shift; done
+        [ $# -gt 0 ] && shift
+        echo "  pip:"
+        for p in "$@"; do echo "    - '$p'"; done
+    } >"$f"
+}
+
+# ---- 1. build, verify, push --------------------------------------------------------
+REF=$REGISTRY/team/demo:one
+spec "$T/s1.yaml" curl jq -- kilntest-hello==1.0
+"$KILN" build "$T/s1.yaml" --push --tag "$REF" --verify --log "$T/b1.log" >"$T/b1.out" 2>"$T/b1.err"
+rc=$?
+ok $rc "kiln build --push --verify succeeds (exit $rc)"
+[ $rc -eq 0 ] || show "$T/b1.err" 25
+last=$(tail -n 1 "$T/b1.out")
+case "$last" in
+"$REF@sha256:"*) ok 0 "last stdout line is REF@DIGEST" ;;
+*) ok 1 "last stdout line is REF@DIGEST (got '$last')" ;;
+esac
+D1=${last#*@}
+grep -q 'verify: ready (user 1000 uid 1000' "$T/b1.err"
+ok $? "the build's verify step says ready"
+grep -q ' | Setting up jq' "$T/b1.log"
+ok $? "the step's output is in the log file"
+grep -Eq '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}Z ' "$T/b1.log"
+ok $? "log lines carry timestamps"
+
+# from outside kiln: skopeo
+skopeo inspect --tls-verify=false "docker://$REF" >"$T/inspect.json" 2>"$T/sk.err"
+ok $? "skopeo inspect reads the image"
+is "$(jq -r .Digest "$T/inspect.json")" "$D1" "skopeo sees the pushed digest"
+is "$(jq -r '.Layers | length' "$T/inspect.json")" 3 "three layers: base, apt, pip"
+skopeo inspect --tls-verify=false --raw "docker://$REF" >"$T/manifest.json"
+is "$(jq -r .mediaType "$T/manifest.json")" application/vnd.docker.distribution.manifest.v2+json \
+    "docker v2 schema 2 manifest by default"
+skopeo inspect --tls-verify=false --config "docker://$REF" >"$T/config.json"
+is "$(jq -r .config.User "$T/config.json")" 1000 "USER stays the base image's user"
+jq -r '.history[].created_by' "$T/config.json" >"$T/history"
+grep -q 'apt-get install -y --no-install-recommends .curl. .jq.' "$T/history"
+ok $? "history lists the apt step"
+grep -q "pip install --no-cache-dir 'kilntest-hello==1.0'" "$T/history"
+ok $? "history lists the pip step"
+is "$(jq -r '.config.Labels["io.kiln.revision"]' "$T/config.json")" \
+    "$("$KILN" spec hash "$T/s1.yaml")" "label io.kiln.revision is the spec's revision"
+jq -r '.config.Labels["io.kiln.spec"]' "$T/config.json" | jq -e '.packages.apt == ["curl","jq"]' >/dev/null
+ok $? "label io.kiln.spec holds the spec"
+
+# umoci unpacks it
+skopeo copy -q --src-tls-verify=false "docker://$REF" "oci:$T/oci:one" 2>"$T/copy.err"
+ok $? "skopeo copies it into an OCI layout"
+umoci unpack --image "$T/oci:one" "$T/bundle" >/dev/null 2>"$T/umoci.err"
+rc=$?
+ok $rc "umoci unpack of kiln's image"
+[ $rc -eq 0 ] || show "$T/umoci.err"
+R=$T/bundle/rootfs
+[ -x "$R/usr/bin/jq" ] && [ -x "$R/usr/bin/curl" ]
+ok $? "umoci's tree has /usr/bin/jq and /usr/bin/curl"
+ls -d "$R"/usr/local/lib/python3*/dist-packages/kilntest_hello >/dev/null 2>&1
+ok $? "umoci's tree has the pip package"
+is "$(find "$R/var/lib/apt/lists" -type f ! -name lock | wc -l)" 0 "no apt lists in the image"
+[ ! -e "$R/root/.cache/pip" ]
+ok $? "no pip cache in the image"
+M1=$(jq -r '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"]=="one") | .digest' "$T/oci/index.json" | cut -d: -f2)
+apt_layer=$(jq -r '.layers[1].digest' "$T/oci/blobs/sha256/$M1" | cut -d: -f2)
+tar -tzf "$T/oci/blobs/sha256/$apt_layer" >"$T/apt-layer.list" 2>/dev/null
+ok $? "the apt layer is a valid tar+gzip"
+grep -Eq '^(etc/hosts|etc/resolv\.conf|proc/|sys/|dev/)$' "$T/apt-layer.list"
+ok $((!$?)) "the runtime's mount points are not committed (/etc/hosts, /proc ...)"
+
+# kiln verify, as a separate command (runc, uid 1000)
+"$KILN" verify "$REF" >"$T/v.out" 2>"$T/v.err"
+rc=$?
+ok $rc "kiln verify exits 0 for the built image"
+grep -q '^ready: user 1000 (uid 1000, gid 100), home /home/jovyan writable, 3\.' "$T/v.out"
+ok $? "kiln verify reports the user, home and jupyterhub-singleuser's version"
+[ $rc -eq 0 ] || { show "$T/v.out"; show "$T/v.err"; }
+
+# ---- 2. no-op rebuild: no step runs, same digest --------------------------------------
+"$KILN" build "$T/s1.yaml" --push --tag "$REF" >"$T/b2.out" 2>"$T/b2.err"
+ok $? "no-op rebuild succeeds"
+is "$(tail -n 1 "$T/b2.out")" "$REF@$D1" "no-op rebuild gives the same digest"
+is "$(grep -c ': cached (layer' "$T/b2.err")" 2 "both steps come from the cache"
+grep -q 'ran in' "$T/b2.err"
+ok $((!$?)) "no step ran"
+
+# ---- 3. pip-only change: only pip reruns; the old package version is gone --------------
+spec "$T/s2.yaml" curl jq -- kilntest-hello==1.1
+"$KILN" build "$T/s2.yaml" --push --tag "$REGISTRY/team/demo:two" >"$T/b3.out" 2>"$T/b3.err"
+ok $? "pip-only change builds"
+grep -q 'step 1/2 apt: cached' "$T/b3.err"
+ok $? "the apt step comes from the cache"
+grep -q 'step pip ran in' "$T/b3.err"
+ok $? "the pip step reruns"
+
+# a build on top of the first image that upgrades the package: pip deletes the
+# 1.0 files and replaces the package's directory; the deletions must hold
+SPEC_BASE=$REF spec "$T/s3.yaml" -- kilntest-hello==1.1
+"$KILN" build "$T/s3.yaml" --push --tag "$REGISTRY/team/demo:three" >"$T/b4.out" 2>"$T/b4.err"
+rc=$?
+ok $rc "a build on the first image, upgrading its pip package"
+[ $rc -eq 0 ] || show "$T/b4.err"
+skopeo copy -q --src-tls-verify=false "docker://$REGISTRY/team/demo:three" "oci:$T/oci:three" 2>/dev/null
+umoci unpack --image "$T/oci:three" "$T/bundle3" >/dev/null 2>&1
+ok $? "umoci unpacks it"
+P3=$(ls -d "$T"/bundle3/rootfs/usr/local/lib/python3*/dist-packages 2>/dev/null | head -n 1)
+[ -n "$P3" ] && [ ! -e "$P3/kilntest_hello-1.0.dist-info" ]
+ok $? "the deleted directory (kilntest_hello-1.0.dist-info) stays deleted"
+[ -d "$P3/kilntest_hello-1.1.dist-info" ]
+ok $? "the new version's metadata is there"
+grep -q "1.1" "$P3/kilntest_hello/__init__.py" 2>/dev/null && ! grep -q "'1.0'" "$P3/kilntest_hello/__init__.py"
+ok $? "the replaced package directory holds only the new version"
+layer=$(jq -r '.layers[-1].digest' "$T/oci/blobs/sha256/$(jq -r '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"]=="three") | .digest' "$T/oci/index.json" | cut -d: -f2)" 2>/dev/null)
+tar -tzf "$T/oci/blobs/sha256/${layer#sha256:}" 2>/dev/null | grep -q 'kilntest_hello-1.0.dist-info$'
+ok $? "the pip layer carries an OCI whiteout for the deleted directory"
+
+# ---- 4. a failing apt package fails the build with apt's error ---------------------------
+spec "$T/bad.yaml" kiln-no-such-package-xyz --
+"$KILN" build "$T/bad.yaml" >"$T/bad.out" 2>"$T/bad.err"
+rc=$?
+[ $rc -ne 0 ]
+ok $? "a missing apt package fails the build (exit $rc)"
+grep -q 'step apt failed with exit status 100' "$T/bad.err"
+ok $? "the error names the step and its exit status"
+grep -q 'Unable to locate package kiln-no-such-package-xyz' "$T/bad.err"
+ok $? "apt's own error is shown"
+[ ! -s "$T/bad.out" ]
+ok $? "nothing on stdout"
+
+# ---- 5. kill -9 mid-build, then the next build succeeds ----------------------------------
+"$KILN" build "$T/s1.yaml" --no-cache >"$T/k.out" 2>"$T/k.err" &
+kpid=$!
+i=0
+while [ $i -lt 600 ] && ! grep -q ' | ' "$T/k.err"; do sleep 0.1; i=$((i + 1)); done
+grep -q ' | ' "$T/k.err"
+ok $? "the build's step is running"
+kill -9 "$kpid"
+wait "$kpid" 2>/dev/null
+"$KILN" build "$T/s1.yaml" --no-cache >"$T/k2.out" 2>"$T/k2.err"
+rc=$?
+ok $rc "the next build succeeds after kill -9"
+[ $rc -eq 0 ] || show "$T/k2.err"
+grep -q 'cleaned up the leftovers of an interrupted build' "$T/k2.err"
+ok $? "it cleans up the dead build's dir"
+sleep 1
+grep -q " $T/data/" /proc/self/mounts
+ok $((!$?)) "no overlay of kiln's data dir stays mounted"
+is "$(ls "$T/data/builds" | wc -l)" 0 "no build dir is left"
+is "$(find "$T/data/store/tmp" -mindepth 1 -maxdepth 1 | wc -l)" 0 "no temp blob or layer is left"
+
+# ---- 6. verify reports a root image --------------------------------------------------------
+"$KILN" verify "$REGISTRY/kiln/base:bookworm" >/dev/null 2>&1
+ok $? "the base image itself is ready"
+ROOTCFG=$T/rootcfg
+skopeo copy -q --src-tls-verify=false "docker://$BASE" "oci:$T/rootimg:x" 2>/dev/null
+umoci config --image "$T/rootimg:x" --config.user root >/dev/null 2>&1
+skopeo copy -q --dest-tls-verify=false "oci:$T/rootimg:x" "docker://$REGISTRY/kiln/rootimg:x" 2>/dev/null
+"$KILN" verify "$REGISTRY/kiln/rootimg:x" >"$ROOTCFG.out" 2>/dev/null
+rc=$?
+is "$rc" 1 "kiln verify exits 1 for an image running as root"
+grep -q '^not ready: user check failed: the image runs as root' "$ROOTCFG.out"
+ok $? "and says which check failed and why"
+
+echo "1..$n"
+[ $fails -eq 0 ]
