@@ -803,6 +803,7 @@ static int push_blob(struct ctx *c, struct kiln_registry *reg, const char *repo,
     r = kiln_registry_blob_push(reg, repo, digest, fd, have, NULL, err);
     if (r < 0)
         return kiln_error_prefix(err, "upload %s", digest);
+    c->res->pushed_bytes += have;
     char a[32];
     human_bytes(size, a);
     say(c, KILN_BUILD_LOG_INFO, "push %.12s: %s uploaded in %.2f s", short_digest(digest), a,

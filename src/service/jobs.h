@@ -1,0 +1,105 @@
+/*
+ * The build workers of `kiln serve`: N threads claim Pending jobs from the
+ * store (kiln_store_job_claim, atomic) and run each with the build engine
+ * (build/engine.h: exactly what `kiln build --push` runs), writing the
+ * job's log to DATA/logs/<id>.log (one line per engine log line, prefixed
+ * with an RFC 3339 UTC timestamp; step output lines as "TIME | line",
+ * stderr "TIME ! line", warnings "TIME warning: ..."; append-only, fsync'd at
+ * the end) and finishing the job Succeeded (digest, image URL = the target),
+ * Failed (the engine's error message) or Cancelled.
+ *
+ * Cancel: kiln_jobs_cancel() asks the store (Pending -> Cancelled at once,
+ * Running -> cancel_requested) and tells the worker running it, whose
+ * build's `cancelled` hook then returns 1 (the engine kills the step's
+ * container and cleans up). Workers also poll the store's cancel flag every
+ * second, so a cancel made by another process (a second `kiln serve` or
+ * worker on the same database) works too. A job running longer than
+ * job_timeout_ms is cancelled and finished Failed with "timed out after N s".
+ *
+ * Start: kiln_jobs_start() first recovers jobs left Running by a dead
+ * process (kiln_store_recover: Failed 'interrupted', or Pending again with
+ * requeue_interrupted), then starts the workers. With no registry
+ * configured (registry.configured false) no worker claims anything.
+ * Pull secrets: a spec's pullSecret names a stored secret whose
+ * dockerconfigjson gives the credentials for the base image's registry.
+ *
+ * Stop: kiln_jobs_stop() stops claiming, waits up to grace_ms for running
+ * builds, then cancels them and waits for the workers to end (a cancelled
+ * build stops within seconds). The jobs then are final (Cancelled, with
+ * error message "kiln serve stopped").
+ */
+#ifndef KILN_SERVICE_JOBS_H
+#define KILN_SERVICE_JOBS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "build/engine.h"
+#include "kiln/error.h"
+#include "service/store.h"
+
+/* Where jobs push: from the environment (cmd-serve reads it). */
+struct kiln_registry_config {
+    bool configured;            /* false: "image registry not found", no builds */
+    const char *endpoint;       /* host[:port] of the registry, or NULL */
+    const char *repo_prefix;    /* "<endpoint>/<path>" targets: PREFIX/NAME:HASH */
+    const char *push_repo;      /* single repository: REPO:NAME-HASH (wins over the prefix) */
+    const struct kiln_registry_options *push; /* credentials and TLS for the endpoint */
+};
+
+struct kiln_jobs_options {
+    struct kiln_store *store;          /* borrowed */
+    const char *data_dir;              /* logs in DATA/logs, the build store in DATA */
+    int workers;                       /* 0: 1 */
+    long job_timeout_ms;               /* 0: 2 h */
+    bool requeue_interrupted;
+    const char *worker_name;           /* e.g. "host-pid"; NULL: "kiln-<pid>" */
+    struct kiln_registry_config registry;
+    /* Template of every build: runtime, format, plan (pip index), base
+     * registry TLS settings (credentials come from the spec's pull secret),
+     * step timeout. data_dir, target, push_registry, cancelled, on_log and
+     * userdata are set per job. */
+    const struct kiln_build_options *build;
+};
+
+struct kiln_jobs;
+
+/* Recover, then start the workers. *ret is the caller's (kiln_jobs_stop). */
+int kiln_jobs_start(const struct kiln_jobs_options *o, struct kiln_jobs **ret,
+                    struct kiln_error **err);
+
+/* A job was queued: wake an idle worker. NULL-safe. */
+void kiln_jobs_wake(struct kiln_jobs *j);
+
+/*
+ * Cancel job `id` (see the top of this file). Returns
+ * KILN_STORE_CANCELLED_NOW or KILN_STORE_CANCEL_REQUESTED, or the store's
+ * -KILN_ECONFLICT (already final) / -KILN_ENOTFOUND. With j == NULL only the
+ * store is asked.
+ */
+int kiln_jobs_cancel(struct kiln_jobs *j, struct kiln_store *st, int64_t id,
+                     struct kiln_error **err);
+
+/* "DATA/logs/<id>.log" (caller frees); the file may not exist yet. */
+char *kiln_jobs_log_path(const char *data_dir, int64_t id);
+
+/* The target image of a spec revision per the registry config (caller frees), or NULL
+ * when no registry is configured. */
+char *kiln_jobs_target(const struct kiln_registry_config *rc, const char *name,
+                       const char *revision);
+
+struct kiln_jobs_stats {
+    uint64_t builds;          /* finished builds */
+    double build_seconds_sum; /* their total duration */
+    uint64_t duration_buckets[8]; /* counts <= 10, 30, 60, 120, 300, 600, 1800, 3600 s */
+    uint64_t pushed_bytes;    /* bytes uploaded by pushes */
+    int running;              /* builds running now */
+};
+
+/* Counters for /metrics. NULL-safe (zeros). */
+void kiln_jobs_stats(struct kiln_jobs *j, struct kiln_jobs_stats *ret);
+
+/* Stop (see above) and free; NULL is fine. */
+void kiln_jobs_stop(struct kiln_jobs *j, long grace_ms);
+
+#endif
