@@ -1,11 +1,13 @@
 #include "util/common.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <unistd.h>
 
 #include "build/stepcache.h"
 #include "build/plan.h"
+#include "store/blobstore.h"
 #include "util/fs.h"
 
 #define RECORD_MAX 4096
@@ -87,4 +89,42 @@ int kiln_stepcache_put(const char *dir, const char *key, const struct kiln_step_
     if (r < 0)
         kiln_error_prefix(err, "step cache");
     return r;
+}
+
+int kiln_stepcache_prune(const char *dir, struct kiln_blobstore *bs, uint64_t *ret_removed,
+                         uint64_t *ret_kept, struct kiln_error **err)
+{
+    uint64_t removed = 0, kept = 0;
+    DIR *d = opendir(dir);
+    if (!d) {
+        if (errno == ENOENT)
+            goto out;
+        return kiln_error_set(err, KILN_EIO, errno, "step cache: open '%s'", dir);
+    }
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (n != KILN_STEP_KEY_LEN + 5 || strcmp(e->d_name + KILN_STEP_KEY_LEN, ".json") != 0)
+            continue;
+        char key[KILN_STEP_KEY_LEN + 1];
+        memcpy(key, e->d_name, KILN_STEP_KEY_LEN);
+        key[KILN_STEP_KEY_LEN] = 0;
+        struct kiln_step_record rec;
+        int r = kiln_stepcache_get(dir, key, &rec, NULL);
+        if (r == 1 && kiln_blobstore_has(bs, rec.digest, NULL, NULL) == 1) {
+            kept++;
+            continue;
+        }
+        if (r < 0)
+            continue;
+        if (unlinkat(dirfd(d), e->d_name, 0) == 0)
+            removed++;
+    }
+    closedir(d);
+out:
+    if (ret_removed)
+        *ret_removed = removed;
+    if (ret_kept)
+        *ret_kept = kept;
+    return 0;
 }

@@ -35,4 +35,14 @@ int kiln_stepcache_get(const char *dir, const char *key, struct kiln_step_record
 int kiln_stepcache_put(const char *dir, const char *key, const struct kiln_step_record *rec,
                        struct kiln_error **err);
 
+struct kiln_blobstore;
+
+/*
+ * Remove the records whose layer blob is no longer in `bs` (after a blob
+ * store gc): they could only ever be misses. *ret_removed and *ret_kept
+ * (may be NULL) get the counts.
+ */
+int kiln_stepcache_prune(const char *dir, struct kiln_blobstore *bs, uint64_t *ret_removed,
+                         uint64_t *ret_kept, struct kiln_error **err);
+
 #endif

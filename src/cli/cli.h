@@ -32,6 +32,7 @@ extern const struct kiln_cmd kiln_cmd_base;
 extern const struct kiln_cmd kiln_cmd_unpack;
 extern const struct kiln_cmd kiln_cmd_build;
 extern const struct kiln_cmd kiln_cmd_verify;
+extern const struct kiln_cmd kiln_cmd_gc;
 
 /* Print "kiln: <msg>" to stderr and return the exit code of the error's category. */
 int cli_fail(const struct kiln_error *err);
@@ -44,6 +45,13 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
  */
 int cli_read_file(const char *path, size_t max, char **ret, size_t *ret_len,
                   struct kiln_error **err);
+
+/*
+ * Parse a size: digits with an optional k, m, g or t suffix (binary:
+ * 1k = 1024), case-insensitive, optionally followed by "b" or "ib".
+ * False for anything else or a value above 2^62.
+ */
+bool cli_parse_size(const char *s, uint64_t *ret);
 
 /* Print a command's help text to stdout. */
 void cli_print_help(const struct kiln_cmd *cmd);

@@ -8,9 +8,49 @@
 #include "kiln/version.h"
 #include "util/buf.h"
 
+bool cli_parse_size(const char *s, uint64_t *ret)
+{
+    if (!s || *s < '0' || *s > '9')
+        return false;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long n = strtoull(s, &end, 10);
+    if (errno)
+        return false;
+    unsigned shift = 0;
+    switch (*end | 0x20) {
+    case 'k':
+        shift = 10;
+        break;
+    case 'm':
+        shift = 20;
+        break;
+    case 'g':
+        shift = 30;
+        break;
+    case 't':
+        shift = 40;
+        break;
+    default:
+        break;
+    }
+    if (shift) {
+        end++;
+        if ((*end | 0x20) == 'i')
+            end++;
+    }
+    if ((*end | 0x20) == 'b')
+        end++;
+    if (*end || n > ((1ULL << 62) >> shift))
+        return false;
+    *ret = (uint64_t)n << shift;
+    return true;
+}
+
 static const struct kiln_cmd *const commands[] = {
-    &kiln_cmd_spec, &kiln_cmd_dockerfile, &kiln_cmd_inspect, &kiln_cmd_copy,  &kiln_cmd_pull,
-    &kiln_cmd_push, &kiln_cmd_base,       &kiln_cmd_unpack,  &kiln_cmd_build, &kiln_cmd_verify,
+    &kiln_cmd_spec,  &kiln_cmd_dockerfile, &kiln_cmd_inspect, &kiln_cmd_copy,
+    &kiln_cmd_pull,  &kiln_cmd_push,       &kiln_cmd_base,    &kiln_cmd_unpack,
+    &kiln_cmd_build, &kiln_cmd_verify,     &kiln_cmd_gc,
 };
 
 static const char main_help[] =

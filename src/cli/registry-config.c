@@ -112,17 +112,10 @@ int cli_registry_config_option(struct cli_registry_config *c, const char *cmd, i
         return 1;
     }
     case CLI_OPT_CHUNK_SIZE: {
-        char *end = NULL;
-        errno = 0;
-        unsigned long long n = strtoull(arg, &end, 10);
-        unsigned shift = 0;
-        if (end && (*end == 'k' || *end == 'K'))
-            shift = 10, end++;
-        else if (end && (*end == 'm' || *end == 'M'))
-            shift = 20, end++;
-        if (errno || !end || *end || arg[0] == '-' || n == 0 || n > (1ULL << 32) >> shift)
+        uint64_t n = 0;
+        if (!cli_parse_size(arg, &n) || n == 0 || n > ((uint64_t)4 << 30))
             return -cli_usage_error(cmd, "--chunk-size wants a size from 1 to 4g, not '%s'", arg);
-        c->chunk_size = (uint64_t)n << shift;
+        c->chunk_size = n;
         return 1;
     }
     case CLI_OPT_RETRY_TIMES: {

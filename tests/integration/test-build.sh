@@ -252,5 +252,18 @@ is "$rc" 1 "kiln verify exits 1 for an image running as root"
 grep -q '^not ready: user check failed: the image runs as root' "$ROOTCFG.out"
 ok $? "and says which check failed and why"
 
+# ---- 7. kiln gc -------------------------------------------------------------------------------
+"$KILN" gc --max-size 1t >"$T/gc1.out" 2>&1
+ok $? "kiln gc with room to spare"
+grep -q '^blobs:  removed 0 ' "$T/gc1.out" && grep -q '^layers: removed 0 ' "$T/gc1.out"
+ok $? "... removes nothing"
+"$KILN" gc --all >"$T/gc2.out" 2>&1
+ok $? "kiln gc --all"
+is "$(find "$T/data/store/blobs/sha256" -type f | wc -l)" 0 "no blob left"
+is "$(find "$T/data/store/layers/sha256" -mindepth 1 -maxdepth 1 | wc -l)" 0 "no unpacked layer left"
+is "$(find "$T/data/cache/steps" -name '*.json' | wc -l)" 0 "step records of removed layers pruned"
+"$KILN" gc --max-size lots >/dev/null 2>&1
+is $? 2 "a bad size is a usage error"
+
 echo "1..$n"
 [ $fails -eq 0 ]
