@@ -4,7 +4,9 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/file.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -22,6 +24,7 @@
 #include "store/blobstore.h"
 #include "store/layerstore.h"
 #include "util/fs.h"
+#include "util/sha256.h"
 #include "kiln/version.h"
 
 struct ctx {
@@ -494,6 +497,43 @@ static int write_text(const char *path, const char *text, struct kiln_error **er
     return 0;
 }
 
+/*
+ * PEP 668: is there a usr/lib/python3.X/EXTERNALLY-MANAGED in the step's tree?
+ * Paths resolve inside the tree (an image's symlinks never lead out).
+ */
+static bool externally_managed(const char *merged)
+{
+    _cleanup_close_ int root = open(merged, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0)
+        return false;
+    struct open_how how = {.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC,
+                           .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+    int lib = (int)syscall(SYS_openat2, root, "usr/lib", &how, sizeof(how));
+    if (lib < 0)
+        return false;
+    DIR *d = fdopendir(lib);
+    if (!d) {
+        close(lib);
+        return false;
+    }
+    bool found = false;
+    struct dirent *e;
+    while (!found && (e = readdir(d))) {
+        if (strncmp(e->d_name, "python3", 7) != 0)
+            continue;
+        _cleanup_free_ char *marker = kiln_xasprintf("usr/lib/%s/EXTERNALLY-MANAGED", e->d_name);
+        struct open_how fh = {.flags = O_RDONLY | O_CLOEXEC | O_PATH,
+                              .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+        int fd = (int)syscall(SYS_openat2, root, marker, &fh, sizeof(fh));
+        if (fd >= 0) {
+            found = true;
+            close(fd);
+        }
+    }
+    closedir(d);
+    return found;
+}
+
 static int run_step(struct ctx *c, size_t i, struct kiln_error **err)
 {
     const struct kiln_step *st = &c->plan.steps[i];
@@ -520,6 +560,12 @@ static int run_step(struct ctx *c, size_t i, struct kiln_error **err)
     _cleanup_free_ char *idfile = kiln_xasprintf("%s/container-id", sdir);
     struct kiln_strv env = KILN_STRV_INIT;
     step_env(c, st, &env);
+    if (st->kind == KILN_PKG_PIP && externally_managed(merged)) {
+        say(c, KILN_BUILD_LOG_INFO,
+            "the image's Python is externally managed (PEP 668): pip runs "
+            "with PIP_BREAK_SYSTEM_PACKAGES=1");
+        kiln_strv_push(&env, "PIP_BREAK_SYSTEM_PACKAGES=1");
+    }
     struct kiln_run_options ro = {
         .runtime = c->runtime,
         .state_dir = c->runtime_dir,
@@ -653,6 +699,18 @@ static bool is_root_user(const char *u)
 {
     return !u || !*u || !strcmp(u, "root") || !strcmp(u, "0") || !strncmp(u, "root:", 5) ||
            !strncmp(u, "0:", 2);
+}
+
+/* Store a small blob unless the store has it (a no-op rebuild writes nothing). */
+static int put_blob(struct ctx *c, const struct kiln_buf *b, char digest[KILN_DIGEST_BUFSZ],
+                    struct kiln_error **err)
+{
+    char hex[KILN_SHA256_HEX_LEN + 1];
+    kiln_sha256_hex(b->buf, b->len, hex);
+    snprintf(digest, KILN_DIGEST_BUFSZ, "sha256:%s", hex);
+    if (kiln_blobstore_has(c->bs, digest, NULL, NULL) == 1)
+        return 0;
+    return kiln_blobstore_put(c->bs, b->buf, b->len, digest, NULL, err);
 }
 
 static int make_config(struct ctx *c, struct kiln_buf *out, struct kiln_error **err)
@@ -867,13 +925,28 @@ static int push_image(struct ctx *c, const char *config_digest, uint64_t config_
     double t0 = now_s();
     say(c, KILN_BUILD_LOG_INFO, "push %s", c->o->target);
     r = kiln_registry_new(t.domain, &c->push_ro, &reg, err);
+    const char *tag = t.tag ? t.tag : t.digest;
+    if (r >= 0 && !c->o->extra_tags) {
+        /* the tag already names this very manifest (a no-op rebuild): its blobs are there */
+        struct kiln_registry_manifest have = {0};
+        int h = kiln_registry_manifest_head(reg, t.path, tag, NULL, &have, NULL);
+        bool same = h == 1 && have.digest && !strcmp(have.digest, c->res->manifest_digest);
+        kiln_registry_manifest_release(&have);
+        if (same) {
+            c->res->pushed = true;
+            say(c, KILN_BUILD_LOG_INFO, "%s already names this image: nothing to push",
+                c->o->target);
+            kiln_registry_free(reg);
+            kiln_ref_release(&t);
+            return 0;
+        }
+    }
     if (r >= 0)
         r = push_base(c, reg, &t, err);
     for (size_t i = 0; r >= 0 && i < c->plan.n_steps; i++)
         r = push_blob(c, reg, t.path, c->recs[i].digest, c->recs[i].size, err);
     if (r >= 0)
         r = push_blob(c, reg, t.path, config_digest, config_size, err);
-    const char *tag = t.tag ? t.tag : t.digest;
     if (r >= 0)
         r = kiln_registry_manifest_put(reg, t.path, tag, kiln_manifest_media_type(m), mbuf->buf,
                                        mbuf->len, NULL, err);
@@ -907,10 +980,9 @@ static int build(struct ctx *c, struct kiln_error **err)
     struct kiln_buf cbuf = KILN_BUF_INIT, mbuf = KILN_BUF_INIT;
     struct kiln_manifest m = KILN_MANIFEST_INIT;
     char config_digest[KILN_DIGEST_BUFSZ], manifest_digest[KILN_DIGEST_BUFSZ];
-    if ((r = make_config(c, &cbuf, err)) < 0 ||
-        (r = kiln_blobstore_put(c->bs, cbuf.buf, cbuf.len, NULL, config_digest, err)) < 0 ||
+    if ((r = make_config(c, &cbuf, err)) < 0 || (r = put_blob(c, &cbuf, config_digest, err)) < 0 ||
         (r = make_manifest(c, config_digest, cbuf.len, &m, &mbuf, err)) < 0 ||
-        (r = kiln_blobstore_put(c->bs, mbuf.buf, mbuf.len, NULL, manifest_digest, err)) < 0) {
+        (r = put_blob(c, &mbuf, manifest_digest, err)) < 0) {
         kiln_error_prefix(err, "write the image");
         goto out;
     }

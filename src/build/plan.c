@@ -15,18 +15,12 @@ static const char apt_script[] = "set -e\n"
 static const char conda_script[] = "set -e\n"
                                    "conda install --yes \"$@\"\n"
                                    "conda clean --all -f -y\n";
-static const char pip_script[] =
-    "set -e\n"
-    "if python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.isfile(os.path.join("
-    "sysconfig.get_path(\"stdlib\"), \"EXTERNALLY-MANAGED\")))' 2>/dev/null; then\n"
-    "    echo 'kiln: the Python is externally managed (PEP 668): installing with "
-    "PIP_BREAK_SYSTEM_PACKAGES=1'\n"
-    "    export PIP_BREAK_SYSTEM_PACKAGES=1\n"
-    "fi\n"
-    "if command -v pip >/dev/null 2>&1; then\n"
-    "    exec pip install --no-cache-dir \"$@\"\n"
-    "fi\n"
-    "exec python3 -m pip install --no-cache-dir \"$@\"\n";
+static const char pip_script[] = "set -e\n"
+                                 "if command -v pip >/dev/null 2>&1; then\n"
+                                 "    exec pip install --no-cache-dir --no-warn-conflicts \"$@\"\n"
+                                 "fi\n"
+                                 "exec python3 -m pip install --no-cache-dir --no-warn-conflicts "
+                                 "\"$@\"\n";
 
 static const char *const apt_exclude[] = {"var/lib/apt/lists/*", "var/cache/apt/*.bin", NULL};
 static const char *const conda_exclude[] = {"root/.cache/*", NULL};
@@ -120,7 +114,7 @@ int kiln_plan_make(const struct kiln_spec *s, const char *base_digest,
         default:
             kiln_strv_push(&st->argv, pip_script);
             kiln_strv_push(&st->argv, "kiln-pip");
-            kiln_buf_adds(&text, "pip install --no-cache-dir");
+            kiln_buf_adds(&text, "pip install --no-cache-dir --no-warn-conflicts");
             add_pkgs_text(&text, pkgs);
             if (o->pip_index_url)
                 kiln_strv_push_take(&st->env, kiln_xasprintf("PIP_INDEX_URL=%s", o->pip_index_url));

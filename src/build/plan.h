@@ -16,11 +16,14 @@
  * Step environment (on top of the image config's Env): the pip step gets
  * PIP_INDEX_URL / PIP_TRUSTED_HOST from the options (kiln's configuration,
  * never the spec), PIP_NO_CACHE_DIR, PIP_DISABLE_PIP_VERSION_CHECK and
- * PIP_NO_INPUT. Whether the image's python3 is externally managed (PEP 668:
- * an EXTERNALLY-MANAGED file in its stdlib directory, as on Debian) is found
- * out by the pip script when it runs, which then exports
- * PIP_BREAK_SYSTEM_PACKAGES=1 (and says so in the log); it does not enter
- * the key: it follows from the parent's tree, which the parent key names.
+ * PIP_NO_INPUT. pip runs with --no-warn-conflicts: its check of every
+ * installed distribution after the install costs about half a second on
+ * images with many packages, and only ever printed a warning.
+ * Whether the image's Python is externally managed (PEP 668, as on Debian)
+ * is found out by the engine on the step's tree just before it runs
+ * (build/engine.c), which then adds PIP_BREAK_SYSTEM_PACKAGES=1; it does not
+ * enter the key: it follows from the parent's tree, which the parent key
+ * names.
  *
  * Cache key of a step (64 hex): sha256 of "kiln-step-v1", the parent's key
  * (the base image's manifest digest for the first step), the step's argv

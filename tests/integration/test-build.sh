@@ -130,7 +130,7 @@ is "$(jq -r .config.User "$T/config.json")" 1000 "USER stays the base image's us
 jq -r '.history[].created_by' "$T/config.json" >"$T/history"
 grep -q 'apt-get install -y --no-install-recommends .curl. .jq.' "$T/history"
 ok $? "history lists the apt step"
-grep -q "pip install --no-cache-dir 'kilntest-hello==1.0'" "$T/history"
+grep -q "pip install --no-cache-dir --no-warn-conflicts 'kilntest-hello==1.0'" "$T/history"
 ok $? "history lists the pip step"
 is "$(jq -r '.config.Labels["io.kiln.revision"]' "$T/config.json")" \
     "$("$KILN" spec hash "$T/s1.yaml")" "label io.kiln.revision is the spec's revision"
@@ -174,6 +174,10 @@ is "$(tail -n 1 "$T/b2.out")" "$REF@$D1" "no-op rebuild gives the same digest"
 is "$(grep -c ': cached (layer' "$T/b2.err")" 2 "both steps come from the cache"
 grep -q 'ran in' "$T/b2.err"
 ok $((!$?)) "no step ran"
+grep -q 'already names this image: nothing to push' "$T/b2.err"
+ok $? "the push finds the tag already naming the image"
+grep -q "externally managed (PEP 668)" "$T/b1.err"
+ok $? "the pip step found Debian's Python externally managed (PEP 668)"
 
 # ---- 3. pip-only change: only pip reruns; the old package version is gone --------------
 spec "$T/s2.yaml" curl jq -- kilntest-hello==1.1
