@@ -33,6 +33,14 @@ extern const struct kiln_cmd kiln_cmd_unpack;
 extern const struct kiln_cmd kiln_cmd_build;
 extern const struct kiln_cmd kiln_cmd_verify;
 extern const struct kiln_cmd kiln_cmd_gc;
+extern const struct kiln_cmd kiln_cmd_serve;
+extern const struct kiln_cmd kiln_cmd_apply;
+extern const struct kiln_cmd kiln_cmd_get;
+extern const struct kiln_cmd kiln_cmd_describe;
+extern const struct kiln_cmd kiln_cmd_logs;
+extern const struct kiln_cmd kiln_cmd_cancel;
+extern const struct kiln_cmd kiln_cmd_rebuild;
+extern const struct kiln_cmd kiln_cmd_delete;
 
 /* Print "kiln: <msg>" to stderr and return the exit code of the error's category. */
 int cli_fail(const struct kiln_error *err);

@@ -21,7 +21,9 @@
  * requeue_interrupted), then starts the workers. With no registry
  * configured (registry.configured false) no worker claims anything.
  * Pull secrets: a spec's pullSecret names a stored secret whose
- * dockerconfigjson gives the credentials for the base image's registry.
+ * dockerconfigjson gives the credentials for the base image's registry;
+ * without one, the push credentials are used when the base image lives on
+ * the push registry (registry.endpoint).
  *
  * Stop: kiln_jobs_stop() stops claiming, waits up to grace_ms for running
  * builds, then cancels them and waits for the workers to end (a cancelled
@@ -40,20 +42,20 @@
 
 /* Where jobs push: from the environment (cmd-serve reads it). */
 struct kiln_registry_config {
-    bool configured;            /* false: "image registry not found", no builds */
-    const char *endpoint;       /* host[:port] of the registry, or NULL */
-    const char *repo_prefix;    /* "<endpoint>/<path>" targets: PREFIX/NAME:HASH */
-    const char *push_repo;      /* single repository: REPO:NAME-HASH (wins over the prefix) */
+    bool configured;         /* false: "image registry not found", no builds */
+    const char *endpoint;    /* host[:port] of the registry, or NULL */
+    const char *repo_prefix; /* "<endpoint>/<path>" targets: PREFIX/NAME:HASH */
+    const char *push_repo;   /* single repository: REPO:NAME-HASH (wins over the prefix) */
     const struct kiln_registry_options *push; /* credentials and TLS for the endpoint */
 };
 
 struct kiln_jobs_options {
-    struct kiln_store *store;          /* borrowed */
-    const char *data_dir;              /* logs in DATA/logs, the build store in DATA */
-    int workers;                       /* 0: 1 */
-    long job_timeout_ms;               /* 0: 2 h */
+    struct kiln_store *store; /* borrowed */
+    const char *data_dir;     /* logs in DATA/logs, the build store in DATA */
+    int workers;              /* 0: 1 */
+    long job_timeout_ms;      /* 0: 2 h */
     bool requeue_interrupted;
-    const char *worker_name;           /* e.g. "host-pid"; NULL: "kiln-<pid>" */
+    const char *worker_name; /* e.g. "host-pid"; NULL: "kiln-<pid>" */
     struct kiln_registry_config registry;
     /* Template of every build: runtime, format, plan (pip index), base
      * registry TLS settings (credentials come from the spec's pull secret),
@@ -89,11 +91,11 @@ char *kiln_jobs_target(const struct kiln_registry_config *rc, const char *name,
                        const char *revision);
 
 struct kiln_jobs_stats {
-    uint64_t builds;          /* finished builds */
-    double build_seconds_sum; /* their total duration */
+    uint64_t builds;              /* finished builds */
+    double build_seconds_sum;     /* their total duration */
     uint64_t duration_buckets[8]; /* counts <= 10, 30, 60, 120, 300, 600, 1800, 3600 s */
-    uint64_t pushed_bytes;    /* bytes uploaded by pushes */
-    int running;              /* builds running now */
+    uint64_t pushed_bytes;        /* bytes uploaded by pushes */
+    int running;                  /* builds running now */
 };
 
 /* Counters for /metrics. NULL-safe (zeros). */

@@ -16,12 +16,12 @@
 #include "service/store.h"
 
 struct kiln_server_options {
-    const char *listen;          /* "ADDR:PORT" ("127.0.0.1:0": a free port), IPv4 or [IPv6] */
-    int threads;                 /* 0: 4 */
-    struct kiln_store *store;    /* borrowed */
-    struct kiln_jobs *jobs;      /* borrowed; NULL: nothing runs (tests, no registry) */
-    const char *data_dir;        /* where job logs are (kiln_jobs_log_path) */
-    const char *token_sha256;    /* hex sha256 of the admin token (required) */
+    const char *listen;       /* "ADDR:PORT" ("127.0.0.1:0": a free port), IPv4 or [IPv6] */
+    int threads;              /* 0: one per online CPU, at least 2 */
+    struct kiln_store *store; /* borrowed */
+    struct kiln_jobs *jobs;   /* borrowed; NULL: nothing runs (tests, no registry) */
+    const char *data_dir;     /* where job logs are (kiln_jobs_log_path) */
+    const char *token_sha256; /* hex sha256 of the admin token (required) */
     const struct kiln_registry_config *registry; /* for /registry, targets */
 };
 

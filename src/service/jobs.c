@@ -1,0 +1,778 @@
+/* The build workers of `kiln serve`: claim jobs, run the engine, write logs, finish jobs. */
+#include "util/common.h"
+#include "service/jobs.h"
+
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "oci/reference.h"
+#include "registry/auth.h"
+#include "spec/revision.h"
+#include "util/base64.h"
+#include "util/buf.h"
+#include "util/diag.h"
+#include "util/fs.h"
+#include "util/log.h"
+#include "util/strv.h"
+
+#define DEFAULT_TIMEOUT_MS (2L * 3600 * 1000)
+/* How often the supervisor looks at the store's cancel flags and the clocks. */
+#define TICK_MS 1000
+/* How often an idle worker looks for jobs queued by another process. */
+#define IDLE_POLL_MS 2000
+/* The longest log line written (longer lines are cut). */
+#define LOG_LINE_MAX (64 * 1024)
+
+enum cancel_reason { CANCEL_NONE, CANCEL_USER, CANCEL_TIMEOUT, CANCEL_STOP };
+
+struct worker {
+    struct kiln_jobs *j;
+    pthread_t thread;
+    bool started;
+    char *name;
+    /* guarded by j->mu */
+    int64_t job_id;      /* 0: idle */
+    int64_t job_started; /* monotonic ms */
+    /* read by the engine's threads without the lock */
+    atomic_int cancel; /* enum cancel_reason: the first reason wins */
+};
+
+struct kiln_jobs {
+    struct kiln_store *st;
+    char *data_dir;
+    char *logs_dir;
+    long timeout_ms;
+    struct kiln_registry_config rc; /* strings owned; rc.push borrowed */
+    struct kiln_build_options tmpl; /* pointers borrowed from the caller */
+    bool have_tmpl;
+
+    pthread_mutex_t mu;
+    pthread_cond_t wake; /* workers: a job was queued, or stop */
+    pthread_cond_t idle; /* kiln_jobs_stop: a worker finished a job */
+    pthread_cond_t tick; /* the supervisor: stop */
+    bool stopping;
+    bool supervisor_stop;
+    int busy;
+    pthread_t supervisor;
+    bool supervisor_started;
+
+    int n;
+    struct worker *w;
+
+    /* stats, guarded by mu */
+    uint64_t builds;
+    double build_seconds_sum;
+    uint64_t buckets[8];
+    uint64_t pushed_bytes;
+};
+
+static const double bucket_bounds[8] = {10, 30, 60, 120, 300, 600, 1800, 3600};
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void deadline_after(struct timespec *ts, long ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+static void cond_init_mono(pthread_cond_t *c)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(c, &a);
+    pthread_condattr_destroy(&a);
+}
+
+char *kiln_jobs_log_path(const char *data_dir, int64_t id)
+{
+    return kiln_xasprintf("%s/logs/%" PRId64 ".log", data_dir, id);
+}
+
+char *kiln_jobs_target(const struct kiln_registry_config *rc, const char *name,
+                       const char *revision)
+{
+    if (!rc || !rc->configured || !name || !revision)
+        return NULL;
+    char *ret = NULL;
+    if (kiln_spec_target(name, revision, rc->repo_prefix, rc->push_repo, &ret, NULL) < 0)
+        return NULL;
+    return ret;
+}
+
+/* ---- the job's log file ---- */
+
+struct joblog {
+    int fd;
+    pthread_mutex_t mu;
+    struct kiln_strv secrets; /* strings never written: replaced by "***" */
+    int64_t id;
+};
+
+static void add_secret(struct joblog *l, const char *s)
+{
+    if (s && strlen(s) >= 3)
+        kiln_strv_push(&l->secrets, s);
+}
+
+static void add_cred_secrets(struct joblog *l, const struct kiln_cred *c)
+{
+    if (!c)
+        return;
+    add_secret(l, c->password);
+    add_secret(l, c->identity_token);
+    if (c->username || c->password) {
+        _cleanup_free_ char *up =
+            kiln_xasprintf("%s:%s", c->username ? c->username : "", c->password ? c->password : "");
+        _cleanup_free_ char *b64 = kiln_base64_encode(up, strlen(up));
+        if (c->password)
+            add_secret(l, b64);
+        explicit_bzero(up, strlen(up));
+    }
+}
+
+/* Append `s` to b with every secret replaced. */
+static void add_redacted(struct kiln_buf *b, const struct kiln_strv *secrets, const char *s,
+                         size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        size_t hit = 0;
+        for (size_t k = 0; k < secrets->n; k++) {
+            size_t sl = strlen(secrets->v[k]);
+            if (sl <= len - i && memcmp(s + i, secrets->v[k], sl) == 0 && sl > hit)
+                hit = sl;
+        }
+        if (hit) {
+            kiln_buf_adds(b, "***");
+            i += hit;
+        } else {
+            kiln_buf_addch(b, s[i]);
+            i++;
+        }
+    }
+}
+
+static void stamp_now(char out[32])
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* Write one line per '\n'-separated piece of `line`, each "TIME<mark>piece". */
+static void joblog_write(struct joblog *l, const char *mark, const char *line, size_t len)
+{
+    if (l->fd < 0)
+        return;
+    char stamp[32];
+    stamp_now(stamp);
+    struct kiln_buf b = KILN_BUF_INIT;
+    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+        len--;
+    size_t i = 0;
+    do {
+        const char *nl = memchr(line + i, '\n', len - i);
+        size_t n = nl ? (size_t)(nl - (line + i)) : len - i;
+        size_t cut = n > LOG_LINE_MAX ? LOG_LINE_MAX : n;
+        size_t e = cut;
+        if (e > 0 && line[i + e - 1] == '\r')
+            e--;
+        kiln_buf_adds(&b, stamp);
+        kiln_buf_adds(&b, mark);
+        add_redacted(&b, &l->secrets, line + i, e);
+        if (cut < n)
+            kiln_buf_adds(&b, " [line cut]");
+        kiln_buf_addch(&b, '\n');
+        i += n + (nl ? 1 : 0);
+    } while (i < len);
+    pthread_mutex_lock(&l->mu);
+    (void)kiln_fs_write_all(l->fd, b.buf, b.len);
+    pthread_mutex_unlock(&l->mu);
+    kiln_buf_release(&b);
+}
+
+static void joblog_printf(struct joblog *l, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void joblog_printf(struct joblog *l, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    int n = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    joblog_write(l, " ", s, (size_t)n);
+    free(s);
+}
+
+static void on_build_log(void *ud, enum kiln_build_log kind, const char *line, size_t len)
+{
+    struct joblog *l = ud;
+    const char *mark = kind == KILN_BUILD_LOG_STDOUT   ? " | "
+                       : kind == KILN_BUILD_LOG_STDERR ? " ! "
+                       : kind == KILN_BUILD_LOG_WARN   ? " warning: "
+                                                       : " ";
+    joblog_write(l, mark, line, len);
+}
+
+/* The same text as a one-line message with the secrets replaced (caller frees). */
+static char *redact(const struct joblog *l, const char *s)
+{
+    struct kiln_buf b = KILN_BUF_INIT;
+    add_redacted(&b, &l->secrets, s, strlen(s));
+    return kiln_buf_detach(&b, NULL);
+}
+
+/* ---- one job ---- */
+
+struct build_ud {
+    struct worker *w;
+    struct joblog *log;
+};
+
+static int job_cancelled(void *ud)
+{
+    struct build_ud *b = ud;
+    return atomic_load(&b->w->cancel) != CANCEL_NONE;
+}
+
+static void job_on_log(void *ud, enum kiln_build_log kind, const char *line, size_t len)
+{
+    struct build_ud *b = ud;
+    on_build_log(b->log, kind, line, len);
+}
+
+static bool same_host(const char *a, const char *b)
+{
+    return a && b && strcasecmp(a, b) == 0;
+}
+
+/*
+ * Credentials for the base image: the spec's pull secret (a dockerconfigjson)
+ * looked up for the base's registry host; without one, the push credentials
+ * when the base lives on the push registry.
+ */
+static int base_credentials(struct kiln_jobs *j, const struct kiln_spec *s, struct joblog *l,
+                            struct kiln_cred *ret, struct kiln_error **err)
+{
+    _cleanup_(kiln_ref_release) struct kiln_ref r = KILN_REF_INIT;
+    int rc = kiln_ref_parse_normalized(s->base_image, &r, err);
+    if (rc < 0)
+        return kiln_error_prefix(err, "base image");
+    if (s->pull_secret && s->pull_secret[0]) {
+        char *value = NULL;
+        rc = kiln_store_secret_get_value(j->st, s->pull_secret, &value, err);
+        if (rc == -KILN_ENOTFOUND)
+            return kiln_error_set(err, KILN_ENOTFOUND, 0, "pull secret '%s' not found",
+                                  s->pull_secret);
+        if (rc < 0)
+            return rc;
+        size_t vlen = strlen(value);
+        rc = kiln_auth_config_lookup(value, vlen, r.domain, ret, err);
+        explicit_bzero(value, vlen);
+        free(value);
+        if (rc < 0)
+            return kiln_error_prefix(err, "pull secret '%s'", s->pull_secret);
+        if (rc == 0) {
+            joblog_printf(l,
+                          "warning: pull secret '%s' holds no credentials for '%s': pulling "
+                          "anonymously",
+                          s->pull_secret, r.domain);
+            return 0;
+        }
+        add_cred_secrets(l, ret);
+        joblog_printf(l, "pull secret '%s': credentials for '%s'", s->pull_secret, r.domain);
+        return 0;
+    }
+    if (j->rc.configured && j->rc.push && j->rc.push->cred && kiln_cred_present(j->rc.push->cred) &&
+        same_host(j->rc.endpoint, r.domain)) {
+        const struct kiln_cred *pc = j->rc.push->cred;
+        ret->username = pc->username ? kiln_xstrdup(pc->username) : NULL;
+        ret->password = pc->password ? kiln_xstrdup(pc->password) : NULL;
+        ret->identity_token = pc->identity_token ? kiln_xstrdup(pc->identity_token) : NULL;
+    }
+    return 0;
+}
+
+static void format_secs(char out[32], long ms)
+{
+    if (ms % 1000 == 0)
+        snprintf(out, 32, "%ld s", ms / 1000);
+    else
+        snprintf(out, 32, "%.1f s", (double)ms / 1000.0);
+}
+
+static void record_stats(struct kiln_jobs *j, double secs, uint64_t pushed)
+{
+    pthread_mutex_lock(&j->mu);
+    j->builds++;
+    j->build_seconds_sum += secs;
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(bucket_bounds); i++)
+        if (secs <= bucket_bounds[i])
+            j->buckets[i]++;
+    j->pushed_bytes += pushed;
+    pthread_mutex_unlock(&j->mu);
+}
+
+static void run_job(struct worker *w, struct kiln_store_job *job)
+{
+    struct kiln_jobs *j = w->j;
+    int64_t t0 = mono_ms();
+    struct joblog l = {.fd = -1, .secrets = KILN_STRV_INIT, .id = job->id};
+    pthread_mutex_init(&l.mu, NULL);
+    _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
+    _cleanup_(kiln_spec_freep) struct kiln_spec *s = NULL;
+    _cleanup_free_ char *path = kiln_jobs_log_path(j->data_dir, job->id);
+    _cleanup_free_ char *target = NULL;
+    _cleanup_free_ char *fail = NULL; /* a failure before the build */
+    struct kiln_cred base_cred = KILN_CRED_INIT;
+    struct kiln_build_result res;
+    memset(&res, 0, sizeof(res));
+    int rc = 0;
+
+    if (j->rc.push)
+        add_cred_secrets(&l, j->rc.push->cred);
+    l.fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
+    if (l.fd < 0)
+        kiln_log(KILN_LOG_WARN, "job %" PRId64 ": cannot open log file '%s': %s", job->id, path,
+                 strerror(errno));
+    else if (kiln_store_job_set_log_path(j->st, job->id, path, &err) < 0) {
+        kiln_log(KILN_LOG_WARN, "job %" PRId64 ": %s", job->id, err->msg);
+        kiln_error_free(TAKE_PTR(err));
+    }
+    joblog_printf(&l, "job %" PRId64 ": building spec '%s' revision %s (attempt %d, worker %s)",
+                  job->id, job->spec_name, job->revision, job->attempt, w->name);
+    kiln_log(KILN_LOG_INFO, "job %" PRId64 " (%s-%s): Running on %s", job->id, job->spec_name,
+             job->revision, w->name);
+
+    /* the frozen spec */
+    json_error_t jerr;
+    json_t *root = job->spec_json ? json_loads(job->spec_json, 0, &jerr) : NULL;
+    struct kiln_diags diags = KILN_DIAGS_INIT;
+    if (!root) {
+        fail = kiln_xstrdup("the job's spec is not valid JSON");
+    } else if (kiln_spec_from_json(root, &s, &diags, &err) < 0 ||
+               kiln_spec_validate(s, &diags) > 0) {
+        if (diags.n)
+            kiln_diags_to_error(&diags, &err);
+        fail = kiln_xasprintf("invalid spec: %s", err ? err->msg : "unknown problem");
+    }
+    json_decref(root);
+    kiln_diags_release(&diags);
+
+    if (!fail) {
+        target = job->target_image && job->target_image[0]
+                     ? kiln_xstrdup(job->target_image)
+                     : kiln_jobs_target(&j->rc, job->spec_name, job->revision);
+        if (!target)
+            fail = kiln_xstrdup("no target image: image registry not found");
+    }
+    if (!fail && base_credentials(j, s, &l, &base_cred, &err) < 0)
+        fail = kiln_xstrdup(err->msg);
+
+    if (!fail) {
+        struct kiln_build_options bo;
+        if (j->have_tmpl) {
+            bo = j->tmpl;
+        } else {
+            memset(&bo, 0, sizeof(bo));
+            bo.format = KILN_FORMAT_DOCKER;
+            bo.source_date_epoch = -1;
+        }
+        struct kiln_registry_options base_ro;
+        if (bo.base_registry)
+            base_ro = *bo.base_registry;
+        else
+            memset(&base_ro, 0, sizeof(base_ro));
+        base_ro.cred = kiln_cred_present(&base_cred) ? &base_cred : NULL;
+        struct build_ud ud = {.w = w, .log = &l};
+        bo.data_dir = j->data_dir;
+        bo.target = target;
+        bo.base_registry = &base_ro;
+        bo.push_registry = j->rc.push;
+        bo.cancelled = job_cancelled;
+        bo.on_log = job_on_log;
+        bo.userdata = &ud;
+        joblog_printf(&l, "base image %s, target %s", s->base_image, target);
+        kiln_error_free(TAKE_PTR(err));
+        rc = kiln_build_run(s, &bo, &res, &err);
+    }
+
+    double secs = (double)(mono_ms() - t0) / 1000.0;
+    int why = atomic_load(&w->cancel);
+    enum kiln_job_phase phase;
+    _cleanup_free_ char *msg = NULL;
+    _cleanup_free_ char *url = NULL;
+    const char *digest = NULL;
+    if (fail) {
+        phase = KILN_JOB_FAILED;
+        msg = redact(&l, fail);
+    } else if (rc >= 0) {
+        phase = KILN_JOB_SUCCEEDED;
+        url = kiln_xstrdup(target);
+        digest = res.manifest_digest;
+    } else if (why == CANCEL_TIMEOUT) {
+        char t[32];
+        format_secs(t, j->timeout_ms);
+        phase = KILN_JOB_FAILED;
+        msg = kiln_xasprintf("timed out after %s", t);
+    } else if (why == CANCEL_USER) {
+        phase = KILN_JOB_CANCELLED;
+        msg = kiln_xstrdup("cancelled");
+    } else if (why == CANCEL_STOP) {
+        phase = KILN_JOB_CANCELLED;
+        msg = kiln_xstrdup("kiln serve stopped");
+    } else {
+        phase = KILN_JOB_FAILED;
+        msg = redact(&l, err && err->msg ? err->msg : "build failed");
+    }
+
+    if (phase == KILN_JOB_SUCCEEDED) {
+        joblog_printf(&l,
+                      "job %" PRId64 ": Succeeded in %.1f s: %s@%s (%zu steps run, %zu cached, "
+                      "%" PRIu64 " bytes pushed)",
+                      job->id, secs, url, digest, res.steps_run, res.steps_cached,
+                      res.pushed_bytes);
+    } else {
+        joblog_printf(&l, "job %" PRId64 ": %s after %.1f s: %s", job->id,
+                      kiln_job_phase_name(phase), secs, msg);
+    }
+    if (l.fd >= 0) {
+        (void)fsync(l.fd);
+        close(l.fd);
+        l.fd = -1;
+    }
+
+    kiln_error_free(TAKE_PTR(err));
+    int r = kiln_store_job_finish(j->st, job->id, phase, digest, url, msg, &err);
+    if (r == -KILN_ENOTFOUND)
+        kiln_log(KILN_LOG_INFO, "job %" PRId64 ": deleted with its spec", job->id);
+    else if (r < 0)
+        kiln_log(KILN_LOG_WARN, "job %" PRId64 ": cannot record the result: %s", job->id, err->msg);
+    if (phase == KILN_JOB_SUCCEEDED)
+        kiln_log(KILN_LOG_INFO, "job %" PRId64 " (%s-%s): Succeeded in %.1f s: %s@%s", job->id,
+                 job->spec_name, job->revision, secs, url, digest);
+    else
+        kiln_log(KILN_LOG_INFO, "job %" PRId64 " (%s-%s): %s after %.1f s: %s", job->id,
+                 job->spec_name, job->revision, kiln_job_phase_name(phase), secs, msg);
+    record_stats(j, secs, res.pushed_bytes);
+
+    kiln_cred_release(&base_cred);
+    for (size_t i = 0; i < l.secrets.n; i++)
+        explicit_bzero(l.secrets.v[i], strlen(l.secrets.v[i]));
+    kiln_strv_release(&l.secrets);
+    pthread_mutex_destroy(&l.mu);
+}
+
+/* ---- threads ---- */
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct kiln_jobs *j = w->j;
+    for (;;) {
+        pthread_mutex_lock(&j->mu);
+        bool stop = j->stopping;
+        pthread_mutex_unlock(&j->mu);
+        if (stop)
+            break;
+
+        struct kiln_store_job job;
+        memset(&job, 0, sizeof(job));
+        int got = 0;
+        if (j->rc.configured) {
+            _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
+            got = kiln_store_job_claim(j->st, w->name, &job, &err);
+            if (got < 0)
+                kiln_log(KILN_LOG_WARN, "%s: claim: %s", w->name, err->msg);
+        }
+        if (got > 0) {
+            pthread_mutex_lock(&j->mu);
+            atomic_store(&w->cancel, CANCEL_NONE);
+            w->job_id = job.id;
+            w->job_started = mono_ms();
+            j->busy++;
+            /* stopping began between the check and the claim: do not start it */
+            if (j->stopping)
+                atomic_store(&w->cancel, CANCEL_STOP);
+            pthread_mutex_unlock(&j->mu);
+
+            run_job(w, &job);
+
+            pthread_mutex_lock(&j->mu);
+            w->job_id = 0;
+            j->busy--;
+            atomic_store(&w->cancel, CANCEL_NONE);
+            pthread_cond_broadcast(&j->idle);
+            pthread_mutex_unlock(&j->mu);
+            kiln_store_job_release(&job);
+            continue; /* look for the next one at once */
+        }
+
+        pthread_mutex_lock(&j->mu);
+        if (!j->stopping) {
+            struct timespec ts;
+            deadline_after(&ts, IDLE_POLL_MS);
+            pthread_cond_timedwait(&j->wake, &j->mu, &ts);
+        }
+        pthread_mutex_unlock(&j->mu);
+    }
+    return NULL;
+}
+
+static bool try_cancel(struct worker *w, int reason)
+{
+    int none = CANCEL_NONE;
+    return atomic_compare_exchange_strong(&w->cancel, &none, reason);
+}
+
+/* Every second: cancels asked for in the store (maybe by another process), timeouts. */
+static void *supervisor_main(void *arg)
+{
+    struct kiln_jobs *j = arg;
+    int64_t *ids = kiln_xmalloc(sizeof(*ids) * (size_t)j->n);
+    pthread_mutex_lock(&j->mu);
+    while (!j->supervisor_stop) {
+        /* wake at the next tick, or sooner when a build's time is up before it */
+        long wait_ms = TICK_MS;
+        int64_t before = mono_ms();
+        for (int i = 0; i < j->n; i++) {
+            struct worker *w = &j->w[i];
+            if (!w->job_id || atomic_load(&w->cancel) != CANCEL_NONE)
+                continue;
+            int64_t left = w->job_started + j->timeout_ms - before;
+            if (left < wait_ms)
+                wait_ms = left > 0 ? (long)left : 0;
+        }
+        struct timespec ts;
+        deadline_after(&ts, wait_ms);
+        pthread_cond_timedwait(&j->tick, &j->mu, &ts);
+        if (j->supervisor_stop)
+            break;
+        int64_t now = mono_ms();
+        for (int i = 0; i < j->n; i++) {
+            struct worker *w = &j->w[i];
+            ids[i] = 0;
+            if (!w->job_id || atomic_load(&w->cancel) != CANCEL_NONE)
+                continue;
+            if (now - w->job_started >= j->timeout_ms) {
+                if (try_cancel(w, CANCEL_TIMEOUT))
+                    kiln_log(KILN_LOG_INFO, "job %" PRId64 ": timed out, cancelling", w->job_id);
+                continue;
+            }
+            ids[i] = w->job_id;
+        }
+        pthread_mutex_unlock(&j->mu);
+        for (int i = 0; i < j->n; i++) {
+            if (!ids[i])
+                continue;
+            int r = kiln_store_job_cancel_requested(j->st, ids[i], NULL);
+            if (r == 1 || r == -KILN_ENOTFOUND) {
+                pthread_mutex_lock(&j->mu);
+                if (j->w[i].job_id == ids[i] && try_cancel(&j->w[i], CANCEL_USER))
+                    kiln_log(KILN_LOG_INFO, "job %" PRId64 ": %s", ids[i],
+                             r == 1 ? "cancel requested" : "job deleted, cancelling");
+                pthread_mutex_unlock(&j->mu);
+            }
+        }
+        pthread_mutex_lock(&j->mu);
+    }
+    pthread_mutex_unlock(&j->mu);
+    free(ids);
+    return NULL;
+}
+
+static void jobs_free(struct kiln_jobs *j)
+{
+    if (!j)
+        return;
+    for (int i = 0; i < j->n; i++)
+        free(j->w[i].name);
+    free(j->w);
+    free(j->data_dir);
+    free(j->logs_dir);
+    free((char *)j->rc.endpoint);
+    free((char *)j->rc.repo_prefix);
+    free((char *)j->rc.push_repo);
+    pthread_cond_destroy(&j->wake);
+    pthread_cond_destroy(&j->idle);
+    pthread_cond_destroy(&j->tick);
+    pthread_mutex_destroy(&j->mu);
+    free(j);
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? kiln_xstrdup(s) : NULL;
+}
+
+int kiln_jobs_start(const struct kiln_jobs_options *o, struct kiln_jobs **ret,
+                    struct kiln_error **err)
+{
+    if (!o || !o->store || !o->data_dir || !o->data_dir[0] || !ret)
+        return kiln_error_set(err, KILN_EINVAL, 0, "jobs: store and data directory are required");
+    if (o->workers < 0 || o->workers > 256)
+        return kiln_error_set(err, KILN_EINVAL, 0, "jobs: %d workers: want 1 to 256", o->workers);
+    if (o->job_timeout_ms < 0)
+        return kiln_error_set(err, KILN_EINVAL, 0, "jobs: negative job timeout");
+
+    struct kiln_jobs *j = kiln_xmalloc(sizeof(*j));
+    memset(j, 0, sizeof(*j));
+    pthread_mutex_init(&j->mu, NULL);
+    cond_init_mono(&j->wake);
+    cond_init_mono(&j->idle);
+    cond_init_mono(&j->tick);
+    j->st = o->store;
+    j->data_dir = kiln_xstrdup(o->data_dir);
+    j->logs_dir = kiln_xasprintf("%s/logs", o->data_dir);
+    j->timeout_ms = o->job_timeout_ms > 0 ? o->job_timeout_ms : DEFAULT_TIMEOUT_MS;
+    j->rc.configured = o->registry.configured;
+    j->rc.endpoint = dup_or_null(o->registry.endpoint);
+    j->rc.repo_prefix = dup_or_null(o->registry.repo_prefix);
+    j->rc.push_repo = dup_or_null(o->registry.push_repo);
+    j->rc.push = o->registry.push;
+    if (o->build) {
+        j->tmpl = *o->build;
+        j->have_tmpl = true;
+    }
+    j->n = o->workers > 0 ? o->workers : 1;
+    j->w = kiln_xmalloc(sizeof(*j->w) * (size_t)j->n);
+    memset(j->w, 0, sizeof(*j->w) * (size_t)j->n);
+    _cleanup_free_ char *base = o->worker_name && o->worker_name[0]
+                                    ? kiln_xstrdup(o->worker_name)
+                                    : kiln_xasprintf("kiln-%ld", (long)getpid());
+    for (int i = 0; i < j->n; i++) {
+        j->w[i].j = j;
+        j->w[i].name = j->n == 1 ? kiln_xstrdup(base) : kiln_xasprintf("%s/%d", base, i + 1);
+        atomic_init(&j->w[i].cancel, CANCEL_NONE);
+    }
+
+    int r = kiln_fs_mkdir_p_path(j->logs_dir, 0750, NULL, err);
+    if (r < 0) {
+        jobs_free(j);
+        return kiln_error_prefix(err, "jobs: log directory");
+    }
+    r = kiln_store_recover(j->st, o->requeue_interrupted, err);
+    if (r < 0) {
+        jobs_free(j);
+        return kiln_error_prefix(err, "jobs: recover interrupted jobs");
+    }
+    if (r > 0)
+        kiln_log(KILN_LOG_WARN, "%d job%s left running by a stopped kiln: %s", r, r == 1 ? "" : "s",
+                 o->requeue_interrupted ? "queued again" : "failed as 'interrupted'");
+
+    r = pthread_create(&j->supervisor, NULL, supervisor_main, j);
+    if (r != 0) {
+        jobs_free(j);
+        return kiln_error_set(err, KILN_EIO, r, "jobs: start the supervisor thread");
+    }
+    j->supervisor_started = true;
+    for (int i = 0; i < j->n; i++) {
+        r = pthread_create(&j->w[i].thread, NULL, worker_main, &j->w[i]);
+        if (r != 0) {
+            kiln_jobs_stop(j, 0);
+            return kiln_error_set(err, KILN_EIO, r, "jobs: start worker %d", i + 1);
+        }
+        j->w[i].started = true;
+    }
+    if (!j->rc.configured)
+        kiln_log(KILN_LOG_WARN, "image registry not found: specs are saved, nothing is built");
+    *ret = j;
+    return 0;
+}
+
+void kiln_jobs_wake(struct kiln_jobs *j)
+{
+    if (!j)
+        return;
+    pthread_mutex_lock(&j->mu);
+    pthread_cond_broadcast(&j->wake);
+    pthread_mutex_unlock(&j->mu);
+}
+
+int kiln_jobs_cancel(struct kiln_jobs *j, struct kiln_store *st, int64_t id,
+                     struct kiln_error **err)
+{
+    if (!st && j)
+        st = j->st;
+    if (!st)
+        return kiln_error_set(err, KILN_EINVAL, 0, "jobs: no store");
+    int r = kiln_store_job_request_cancel(st, id, err);
+    if (r != KILN_STORE_CANCEL_REQUESTED || !j)
+        return r;
+    pthread_mutex_lock(&j->mu);
+    for (int i = 0; i < j->n; i++)
+        if (j->w[i].job_id == id && try_cancel(&j->w[i], CANCEL_USER))
+            kiln_log(KILN_LOG_INFO, "job %" PRId64 ": cancel requested", id);
+    pthread_mutex_unlock(&j->mu);
+    return r;
+}
+
+void kiln_jobs_stats(struct kiln_jobs *j, struct kiln_jobs_stats *ret)
+{
+    memset(ret, 0, sizeof(*ret));
+    if (!j)
+        return;
+    pthread_mutex_lock(&j->mu);
+    ret->builds = j->builds;
+    ret->build_seconds_sum = j->build_seconds_sum;
+    memcpy(ret->duration_buckets, j->buckets, sizeof(ret->duration_buckets));
+    ret->pushed_bytes = j->pushed_bytes;
+    ret->running = j->busy;
+    pthread_mutex_unlock(&j->mu);
+}
+
+void kiln_jobs_stop(struct kiln_jobs *j, long grace_ms)
+{
+    if (!j)
+        return;
+    pthread_mutex_lock(&j->mu);
+    j->stopping = true;
+    pthread_cond_broadcast(&j->wake);
+    if (j->busy > 0 && grace_ms > 0) {
+        kiln_log(KILN_LOG_INFO, "stopping: waiting up to %ld s for %d running build%s",
+                 (grace_ms + 999) / 1000, j->busy, j->busy == 1 ? "" : "s");
+        struct timespec ts;
+        deadline_after(&ts, grace_ms);
+        while (j->busy > 0)
+            if (pthread_cond_timedwait(&j->idle, &j->mu, &ts) != 0)
+                break;
+    }
+    for (int i = 0; i < j->n; i++)
+        if (j->w[i].job_id && try_cancel(&j->w[i], CANCEL_STOP))
+            kiln_log(KILN_LOG_INFO, "stopping: cancelling job %" PRId64, j->w[i].job_id);
+    pthread_mutex_unlock(&j->mu);
+    for (int i = 0; i < j->n; i++)
+        if (j->w[i].started)
+            pthread_join(j->w[i].thread, NULL);
+    if (j->supervisor_started) {
+        pthread_mutex_lock(&j->mu);
+        j->supervisor_stop = true;
+        pthread_cond_broadcast(&j->tick);
+        pthread_mutex_unlock(&j->mu);
+        pthread_join(j->supervisor, NULL);
+    }
+    jobs_free(j);
+}
