@@ -131,6 +131,7 @@ int kiln_plan_make(const struct kiln_spec *s, const char *base_digest,
             kiln_strv_push(&st->env, "PIP_NO_CACHE_DIR=1");
             kiln_strv_push(&st->env, "PIP_DISABLE_PIP_VERSION_CHECK=1");
             kiln_strv_push(&st->env, "PIP_NO_INPUT=1");
+            kiln_strv_push(&st->env, "PIP_ROOT_USER_ACTION=ignore");
             st->exclude = pip_exclude;
             break;
         }

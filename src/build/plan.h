@@ -16,7 +16,8 @@
  * Step environment (on top of the image config's Env): the pip step gets
  * PIP_INDEX_URL / PIP_TRUSTED_HOST from the options (kiln's configuration,
  * never the spec), PIP_NO_CACHE_DIR, PIP_DISABLE_PIP_VERSION_CHECK and
- * PIP_NO_INPUT. pip runs with --no-warn-conflicts: its check of every
+ * PIP_NO_INPUT and PIP_ROOT_USER_ACTION=ignore (steps run as root on
+ * purpose). pip runs with --no-warn-conflicts: its check of every
  * installed distribution after the install costs about half a second on
  * images with many packages, and only ever printed a warning.
  * Whether the image's Python is externally managed (PEP 668, as on Debian)

@@ -2,7 +2,7 @@
 """A local pip index for kiln's tests and benchmarks (PyPI is not reachable).
 
   wheelhouse.py make DIR [--requires A:REQ]... [--script A:CMD]... NAME==VER...
-  wheelhouse.py serve DIR --port-file FILE [--log FILE]
+  wheelhouse.py serve DIR --port-file FILE [--port N] [--log FILE]
 
 make writes a pure-Python wheel for every NAME==VER into DIR/simple/<name>/
 (<name> normalised as PEP 503 says: lower case, runs of -_. become -) and
@@ -225,7 +225,7 @@ def cmd_serve(args):
     if args.log:
         Handler.log_file = open(args.log, "a", buffering=1)
     handler = functools.partial(Handler, directory=os.path.abspath(args.dir))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), handler)
     server.daemon_threads = True
 
     def stop(signum, frame):
@@ -245,7 +245,7 @@ def cmd_serve(args):
 def main(argv):
     usage = (
         "usage: wheelhouse.py make DIR [--requires A:REQ]... [--script A:CMD]... NAME==VER...\n"
-        "       wheelhouse.py serve DIR --port-file FILE [--log FILE]\n"
+        "       wheelhouse.py serve DIR --port-file FILE [--port N] [--log FILE]\n"
     )
     if not argv or argv[0] not in ("make", "serve"):
         sys.stderr.write(usage)
@@ -260,6 +260,7 @@ def main(argv):
     sv = argparse.ArgumentParser(prog="wheelhouse.py serve", description="serve DIR on 127.0.0.1")
     sv.add_argument("dir")
     sv.add_argument("--port-file", required=True)
+    sv.add_argument("--port", type=int, default=0, help="the port (default: one the kernel picks)")
     sv.add_argument("--log")
     return cmd_serve(sv.parse_args(argv[1:]))
 
