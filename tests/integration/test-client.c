@@ -14,6 +14,10 @@
  *   KT_REDIRECT_REMOTE            the same as registry.kiln.test:PORT, a name pinned to
  *                                 127.0.0.1 (resolve option) that kiln does not treat as
  *                                 loopback (optional)
+ *   KT_PROXY_LOG                  the request log of KT_PROXY (optional)
+ *   KT_NOAUTH2                    a second registry without auth (optional)
+ *   KT_PROXY2, KT_PROXY2_LOG      a fault proxy in front of KT_NOAUTH2 and its log (optional)
+ *   KT_KILN                       the kiln binary, for 'kiln copy' option checks (optional)
  * Output: TAP.
  */
 #include "util/common.h"
@@ -23,10 +27,14 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "registry/transfer.h"
 #include "util/log.h"
 #include "util/sha256.h"
 
@@ -36,10 +44,33 @@ static char tmpdir[256];
 
 /* ---- helpers ------------------------------------------------------------------- */
 
+/* What the library logged (from any thread), for checks of what it did. */
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct kiln_buf log_text = KILN_BUF_INIT;
+
 static void log_to_tap(enum kiln_log_level level, const char *msg, void *ud)
 {
+    pthread_mutex_lock(&log_lock);
     printf("# log: %s\n", msg);
     fflush(stdout);
+    kiln_buf_adds(&log_text, msg);
+    kiln_buf_addch(&log_text, '\n');
+    pthread_mutex_unlock(&log_lock);
+}
+
+static void log_reset(void)
+{
+    pthread_mutex_lock(&log_lock);
+    kiln_buf_release(&log_text);
+    pthread_mutex_unlock(&log_lock);
+}
+
+static bool log_has(const char *s)
+{
+    pthread_mutex_lock(&log_lock);
+    bool found = strstr(log_text.buf, s) != NULL;
+    pthread_mutex_unlock(&log_lock);
+    return found;
 }
 
 static const char *env(const char *name)
@@ -659,6 +690,637 @@ static void test_faults(const char *proxy, const char *direct)
     blob_close(&never);
 }
 
+/* ---- blob ranges (kiln_registry_blob_get_range) ------------------------------------- */
+
+static int buf_sink(void *ud, const void *data, size_t len, struct kiln_error **err)
+{
+    return kiln_buf_add(ud, data, len) < 0 ? kiln_buf_finish(ud, "test buffer", err) : 0;
+}
+
+/* Whether got holds exactly the bytes off..end of blob b. */
+static bool same_range(const struct blob *b, uint64_t off, const struct kiln_buf *got)
+{
+    if (off > b->size || got->len != b->size - off)
+        return false;
+    uint8_t *want = kiln_xmalloc(got->len ? got->len : 1);
+    bool same = pread(b->fd, want, got->len, (off_t)off) == (ssize_t)got->len &&
+                memcmp(want, got->buf, got->len) == 0;
+    free(want);
+    return same;
+}
+
+/* GET blob b from `off` on and check that exactly bytes off..end arrive. */
+static void range_compare(struct kiln_registry *r, const char *repo, const struct blob *b,
+                          int64_t size, uint64_t off, unsigned flags, const char *desc)
+{
+    struct kiln_buf got = KILN_BUF_INIT;
+    struct kiln_error *e = NULL;
+    uint64_t n = UINT64_MAX;
+    int rc =
+        kiln_registry_blob_get_range(r, repo, b->digest, size, off, flags, buf_sink, &got, &n, &e);
+    bool good = rc == 0 && n == b->size - off && same_range(b, off, &got);
+    ok(good, "%s", desc);
+    if (!good) {
+        printf("#   rc %d, %llu bytes (sink got %zu), want %llu\n", rc, (unsigned long long)n,
+               got.len, (unsigned long long)(b->size - off));
+        show("error", e);
+    }
+    kiln_error_free(e);
+    kiln_buf_release(&got);
+}
+
+/* Lines of a file holding all of a, b and c. */
+static int count_lines3(const char *path, const char *a, const char *b, const char *c)
+{
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return -1;
+    char line[8192];
+    int n = 0;
+    while (fgets(line, sizeof(line), f))
+        if (strstr(line, a) && strstr(line, b) && strstr(line, c))
+            n++;
+    fclose(f);
+    return n;
+}
+
+/*
+ * The same, waiting up to 3 s for at least `want` such lines: the fault proxy
+ * logs a request after its answer went out, so the line may come a little
+ * after the client saw the answer.
+ */
+static int wait_lines(const char *path, const char *a, const char *b, const char *c, int want)
+{
+    int n = count_lines3(path, a, b ? b : "", c ? c : "");
+    for (int i = 0; i < 75 && n < want; i++) {
+        struct timespec ts = {0, 40 * 1000000L};
+        nanosleep(&ts, NULL);
+        n = count_lines3(path, a, b ? b : "", c ? c : "");
+    }
+    return n;
+}
+
+static void test_range(const char *direct, const char *proxy, const char *plog)
+{
+    struct kiln_error *e = NULL;
+    struct kiln_registry *d = open_reg(direct, NULL, NULL, 0, 2);
+    struct kiln_registry *p = open_reg(proxy, NULL, NULL, 0, 2);
+    struct blob b;
+    make_blob(&b, "range", (1 << 20) + 333, 41);
+    const int64_t sz = (int64_t)b.size;
+    const char *repo = "kt/range";
+    no_error(kiln_registry_blob_push(d, repo, b.digest, b.fd, b.size, NULL, &e), 0, &e,
+             "range: push a 1 MiB blob");
+
+    range_compare(d, repo, &b, sz, 0, 0, "range: offset 0 (verified): the whole blob");
+    range_compare(d, repo, &b, sz, 1, 0, "range: offset 1: bytes 1..end exactly");
+    range_compare(d, repo, &b, sz, 123457, 0, "range: offset 123457: bytes 123457..end exactly");
+    range_compare(d, repo, &b, sz, b.size - 1, 0, "range: offset size-1: the last byte");
+    range_compare(d, repo, &b, -1, 654321, 0, "range: an offset with the size unknown (-1)");
+    range_compare(d, repo, &b, sz, b.size, 0, "range: offset == size: no bytes, no error");
+    range_compare(d, repo, &b, sz, 4096, KILN_BLOB_GET_NO_VERIFY,
+                  "range: offset 4096 with NO_VERIFY: bytes 4096..end exactly");
+    fails_with(
+        kiln_registry_blob_get_range(d, repo, b.digest, sz, b.size + 1, 0, NULL, NULL, NULL, &e),
+        &e, KILN_EINVAL, "past its", "range: offset past the size: -KILN_EINVAL");
+    fails_with(kiln_registry_blob_get_range(d, repo, b.digest, 0, 1, KILN_BLOB_GET_NO_VERIFY, NULL,
+                                            NULL, NULL, &e),
+               &e, KILN_EINVAL, "past its 0 bytes", "range: offset 1 of an empty size: EINVAL");
+    fails_with(
+        kiln_registry_blob_get_range(d, repo, b.digest, sz, UINT64_MAX, 0, NULL, NULL, NULL, &e),
+        &e, KILN_EINVAL, "past its", "range: offset UINT64_MAX: EINVAL");
+
+    /* through the proxy: the request carries Range and the registry answers 206 */
+    proxy_clear(proxy);
+    range_compare(p, repo, &b, sz, 222222, 0, "range: through the proxy: bytes 222222..end");
+    is_int(wait_lines(plog, "\"range\": \"bytes=222222-\"", "\"result\": 206", NULL, 1), 1,
+           "range: one GET with Range: bytes=222222-, answered 206");
+
+    /* a server ignoring Range: 200 with the whole body; bytes before the offset are dropped */
+    proxy_rule(proxy, "path=/v2/kt/range/blobs/,method=GET,norange=1,count=1");
+    range_compare(p, repo, &b, sz, 333333, 0,
+                  "range: a server ignoring Range (200, whole body): still bytes 333333..end");
+    is_int(wait_lines(plog, "\"range\": \"bytes=333333-\"", "\"range_stripped\": true",
+                      "\"result\": 200", 1),
+           1, "range: the proxy stripped Range, the registry answered 200");
+    proxy_rule(proxy, "path=/v2/kt/range/blobs/,method=GET,norange=1,count=1");
+    range_compare(p, repo, &b, sz, 444444, KILN_BLOB_GET_NO_VERIFY,
+                  "range: ignoring Range, NO_VERIFY: still bytes 444444..end");
+    /* ... and dropping the connection past the offset, or before it */
+    proxy_rule(proxy, "path=/v2/kt/range/blobs/,method=GET,norange=1,drop=700000,count=1");
+    range_compare(p, repo, &b, sz, 500001, 0,
+                  "range: ignoring Range, dropped past the offset: resumed, bytes 500001..end");
+    proxy_rule(proxy, "path=/v2/kt/range/blobs/,method=GET,norange=1,drop=300000,count=1");
+    range_compare(p, repo, &b, sz, 500002, 0,
+                  "range: ignoring Range, dropped before the offset: resumed, bytes 500002..end");
+    proxy_clear(proxy);
+    /* a Range GET dropped twice: resumed from the offset plus what arrived */
+    proxy_rule(proxy, "path=/v2/kt/range/blobs/,method=GET,drop=200000,count=2");
+    range_compare(p, repo, &b, sz, 100003, 0, "range: dropped twice: resumed, bytes 100003..end");
+    ok(wait_lines(plog, "\"range\": \"bytes=300003-\"", NULL, NULL, 1) == 1 &&
+           wait_lines(plog, "\"range\": \"bytes=500003-\"", NULL, NULL, 1) == 1,
+       "range: the resumes asked for bytes=300003- and bytes=500003-");
+    proxy_clear(proxy);
+
+    /* verification: only offset 0 without NO_VERIFY hashes; the size is always checked */
+    proxy_rule(proxy, "path=/v2/kt/range/blobs/,method=GET,corrupt=1000,count=1");
+    fails_with(kiln_registry_blob_get_range(p, repo, b.digest, sz, 0, 0, NULL, NULL, NULL, &e), &e,
+               KILN_ENET, "digest mismatch", "range: offset 0 verifies: a flipped byte is caught");
+    proxy_rule(proxy, "path=/v2/kt/range/blobs/,method=GET,corrupt=1000,count=1");
+    {
+        struct kiln_buf got = KILN_BUF_INIT;
+        uint64_t n = 0;
+        int rc = kiln_registry_blob_get_range(p, repo, b.digest, sz, 0, KILN_BLOB_GET_NO_VERIFY,
+                                              buf_sink, &got, &n, &e);
+        uint8_t orig = 0;
+        bool flipped = got.len > 1000 && pread(b.fd, &orig, 1, 1000) == 1;
+        uint8_t want = (uint8_t)~orig;
+        flipped = flipped && (uint8_t)got.buf[1000] == want;
+        ok(rc == 0 && n == b.size && got.len == b.size && flipped,
+           "range: NO_VERIFY does not hash: a flipped byte passes, the size is right");
+        if (rc != 0)
+            show("error", e);
+        kiln_error_free(e);
+        e = NULL;
+        kiln_buf_release(&got);
+    }
+    proxy_rule(proxy, "path=/v2/kt/range/blobs/,method=GET,corrupt=10,count=1");
+    {
+        struct kiln_buf got = KILN_BUF_INIT;
+        int rc =
+            kiln_registry_blob_get_range(p, repo, b.digest, sz, 4096, 0, buf_sink, &got, NULL, &e);
+        ok(rc == 0 && got.len == b.size - 4096 && !same_range(&b, 4096, &got),
+           "range: an offset > 0 is not hashed (as documented): a flipped byte passes");
+        kiln_error_free(e);
+        e = NULL;
+        kiln_buf_release(&got);
+    }
+    proxy_clear(proxy);
+    fails_with(kiln_registry_blob_get_range(d, repo, b.digest, sz - 1, 0, KILN_BLOB_GET_NO_VERIFY,
+                                            NULL, NULL, NULL, &e),
+               &e, KILN_ENET, "more than the expected",
+               "range: NO_VERIFY still checks the size (a byte too many)");
+    fails_with(kiln_registry_blob_get_range(d, repo, b.digest, sz + 1, 0, KILN_BLOB_GET_NO_VERIFY,
+                                            NULL, NULL, NULL, &e),
+               &e, KILN_ENET, "bytes, expected",
+               "range: NO_VERIFY still checks the size (too few)");
+    fails_with(kiln_registry_blob_get_range(d, repo, b.digest, sz + 1, 5000,
+                                            KILN_BLOB_GET_NO_VERIFY, NULL, NULL, NULL, &e),
+               &e, KILN_ENET, "bytes, expected", "range: at an offset too, the size is checked");
+
+    kiln_registry_free(p);
+    kiln_registry_free(d);
+    blob_close(&b);
+}
+
+/* ---- kiln_upload_patch_read ------------------------------------------------------------ */
+
+/* A read callback's source: memory in pieces, or a pipe (blocking reads). */
+struct feed {
+    const uint8_t *data;
+    size_t len;
+    size_t pos;
+    size_t max_piece;
+    int pipe_fd;    /* >= 0: read from it */
+    size_t fail_at; /* nonzero: fail once pos reaches it */
+    bool zero;      /* give 0 bytes (a broken callback) */
+    int calls;
+    int fails;
+};
+
+static int feed_read(void *ud, void *buf, size_t cap, size_t *ret_n, struct kiln_error **err)
+{
+    struct feed *f = ud;
+    f->calls++;
+    if (f->fail_at && f->pos >= f->fail_at) {
+        f->fails++;
+        return kiln_error_set(err, KILN_EIO, 0, "the test source broke at byte %zu", f->pos);
+    }
+    if (f->zero) {
+        *ret_n = 0;
+        return 0;
+    }
+    size_t n = cap < f->max_piece ? cap : f->max_piece;
+    if (f->pipe_fd >= 0) {
+        ssize_t m;
+        do
+            m = read(f->pipe_fd, buf, n);
+        while (m < 0 && errno == EINTR);
+        if (m <= 0)
+            return kiln_error_set(err, KILN_EIO, errno, "the test pipe ended");
+        n = (size_t)m;
+    } else {
+        if (n > f->len - f->pos)
+            n = f->len - f->pos;
+        memcpy(buf, f->data + f->pos, n);
+    }
+    f->pos += n;
+    *ret_n = n;
+    return 0;
+}
+
+struct slow_writer {
+    int fd;
+    const uint8_t *data;
+    size_t len;
+};
+
+/* Writes into a pipe in 8 KiB pieces with pauses: the reader has to wait. */
+static void *slow_write(void *ud)
+{
+    struct slow_writer *w = ud;
+    for (size_t off = 0; off < w->len;) {
+        size_t n = w->len - off < 8192 ? w->len - off : 8192;
+        ssize_t m = write(w->fd, w->data + off, n);
+        if (m < 0 && errno == EINTR)
+            continue;
+        if (m <= 0)
+            break;
+        off += (size_t)m;
+        if (off % (64 << 10) < 8192) {
+            struct timespec ts = {0, 2 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    close(w->fd);
+    return NULL;
+}
+
+static void test_patch_read(const char *host)
+{
+    struct kiln_error *e = NULL;
+    struct kiln_registry *r = open_reg(host, NULL, NULL, 0, 2);
+    struct blob b;
+    make_blob(&b, "patch-read", (1 << 20) + 4321, 51);
+    uint8_t *data = kiln_xmalloc(b.size);
+    if (pread(b.fd, data, b.size, 0) != (ssize_t)b.size) {
+        printf("Bail out! cannot read %s\n", b.path);
+        exit(1);
+    }
+    const uint64_t first = 600000;
+
+    struct kiln_upload *u = NULL;
+    no_error(kiln_registry_upload_start(r, "kt/pread", NULL, NULL, &u, &e), 0, &e,
+             "patch_read: upload session");
+    if (u) {
+        struct feed f = {.data = data, .len = b.size, .max_piece = 7000, .pipe_fd = -1};
+        no_error(kiln_upload_patch_read(u, first, feed_read, &f, &e), 0, &e,
+                 "patch_read: a 600000-byte chunk from a read callback (7000-byte pieces)");
+        ok(f.pos == first && f.calls >= (int)(first / 7000),
+           "patch_read: the callback was asked for exactly the chunk (%zu bytes, %d calls)", f.pos,
+           f.calls);
+        is_int(kiln_upload_offset(u), first, "patch_read: offset after the chunk");
+
+        /* the rest from a pipe a thread fills slowly: the callback blocks for bytes */
+        int fds[2];
+        pthread_t th;
+        bool piped = pipe(fds) == 0;
+        struct slow_writer w = {piped ? fds[1] : -1, data + first, (size_t)(b.size - first)};
+        piped = piped && pthread_create(&th, NULL, slow_write, &w) == 0;
+        struct feed g = {.max_piece = 1 << 20, .pipe_fd = piped ? fds[0] : -1};
+        no_error(piped ? kiln_upload_patch_read(u, b.size - first, feed_read, &g, &e) : -1, 0, &e,
+                 "patch_read: the rest streamed from a blocking callback (a pipe a thread fills)");
+        if (piped) {
+            close(fds[0]);
+            pthread_join(th, NULL);
+        }
+        no_error(kiln_upload_status(u, &e), 0, &e, "patch_read: upload status");
+        is_int(kiln_upload_offset(u), b.size, "patch_read: the registry holds every byte");
+        no_error(kiln_upload_finish(u, b.digest, &e), 0, &e,
+                 "patch_read: the final PUT ?digest= verifies");
+        kiln_upload_free(u);
+        get_and_compare(r, "kt/pread", &b, "patch_read: the blob reads back identical");
+    }
+
+    /* streamed bytes that do not match the digest: the final PUT is refused */
+    u = NULL;
+    no_error(kiln_registry_upload_start(r, "kt/pread2", NULL, NULL, &u, &e), 0, &e,
+             "patch_read: second session");
+    if (u) {
+        struct feed f = {.data = data + 1, .len = 300000, .max_piece = 65536, .pipe_fd = -1};
+        no_error(kiln_upload_patch_read(u, 300000, feed_read, &f, &e), 0, &e,
+                 "patch_read: 300000 bytes streamed");
+        fails_with(kiln_upload_finish(u, b.digest, &e), &e, KILN_EINVAL, "digest",
+                   "patch_read: the final PUT with another digest is refused");
+        ok(kiln_upload_digest_rejected(u), "patch_read: digest_rejected() says DIGEST_INVALID");
+        kiln_upload_cancel(u, NULL);
+        kiln_upload_free(u);
+    }
+    no_error(kiln_registry_blob_head(r, "kt/pread2", b.digest, NULL, &e), 0, &e,
+             "patch_read: nothing stored under the digest");
+
+    /* a callback error fails the request at once (never retried), with its message */
+    u = NULL;
+    no_error(kiln_registry_upload_start(r, "kt/pread3", NULL, NULL, &u, &e), 0, &e,
+             "patch_read: third session");
+    if (u) {
+        struct feed f = {
+            .data = data, .len = b.size, .max_piece = 7000, .pipe_fd = -1, .fail_at = 100000};
+        fails_with(kiln_upload_patch_read(u, 500000, feed_read, &f, &e), &e, KILN_EIO,
+                   "the test source broke at byte", "patch_read: a callback error fails the PATCH");
+        is_int(f.fails, 1, "patch_read: the failing callback was called once (no retry)");
+        kiln_upload_cancel(u, NULL);
+        kiln_upload_free(u);
+    }
+    u = NULL;
+    no_error(kiln_registry_upload_start(r, "kt/pread3", NULL, NULL, &u, &e), 0, &e,
+             "patch_read: fourth session");
+    if (u) {
+        struct feed f = {.pipe_fd = -1, .zero = true, .max_piece = 1};
+        fails_with(kiln_upload_patch_read(u, 1000, feed_read, &f, &e), &e, KILN_EINTERNAL,
+                   "gave 0 bytes", "patch_read: a callback giving no bytes is an internal error");
+        kiln_upload_cancel(u, NULL);
+        kiln_upload_free(u);
+    }
+    free(data);
+    kiln_registry_free(r);
+    blob_close(&b);
+}
+
+/* ---- registry -> registry copies (registry/transfer.c) --------------------------------- */
+
+/* Push config c, layer l and a manifest tagged `tag` into repo; its digest into mdigest. */
+static void push_image(struct kiln_registry *r, const char *repo, const char *tag,
+                       const struct blob *c, const struct blob *l, char mdigest[80],
+                       const char *label)
+{
+    struct kiln_error *e = NULL;
+    char desc[160];
+    snprintf(desc, sizeof(desc), "%s: push the source image", label);
+    _cleanup_free_ char *man = make_manifest(c, l);
+    char *got = NULL;
+    int rc = kiln_registry_blob_push(r, repo, l->digest, l->fd, l->size, NULL, &e);
+    if (rc >= 0)
+        rc = kiln_registry_blob_push(r, repo, c->digest, c->fd, c->size, NULL, &e);
+    if (rc >= 0)
+        rc = kiln_registry_manifest_put(r, repo, tag, OCI_MANIFEST, man, strlen(man), &got, &e);
+    no_error(rc, 0, &e, desc);
+    snprintf(mdigest, 80, "%s", got ? got : "");
+    free(got);
+}
+
+static int copy_image(const char *src, const char *dst, bool verify, uint64_t chunk,
+                      struct kiln_transfer_result *res, struct kiln_error **e)
+{
+    struct kiln_registry_options ro = {0};
+    ro.http.max_attempts = 3;
+    ro.http.backoff_base_ms = 50;
+    ro.http.backoff_max_ms = 400;
+    ro.http.retry_max_ms = 20000;
+    ro.http.stall_time_s = 10;
+    struct kiln_transfer_endpoint s = {.ref = src, .registry = &ro};
+    struct kiln_transfer_endpoint d = {.ref = dst, .registry = &ro};
+    struct kiln_transfer_options o = {.jobs = 1, .stream_chunk = chunk, .verify_streams = verify};
+    return kiln_transfer_copy(&s, &d, &o, res, e);
+}
+
+/* The source (behind proxy a) serves a corrupted layer; the destination is behind proxy b. */
+static void test_copy_corrupt(const char *a, const char *a_proxy, const char *b,
+                              const char *b_proxy, const char *b_log)
+{
+    struct kiln_error *e = NULL;
+    struct kiln_registry *ra = open_reg(a, NULL, NULL, 0, 2);
+    struct kiln_registry *rb = open_reg(b, NULL, NULL, 0, 2);
+    struct blob l, c;
+    make_blob(&l, "copy-bad-l", (3 << 19) + 7, 61);
+    make_blob(&c, "copy-bad-c", 400, 62);
+    char mdigest[80];
+    push_image(ra, "kt/xsrc", "1", &c, &l, mdigest, "copy");
+    char src[256], dst[256], rule[512], put[160];
+    snprintf(src, sizeof(src), "%s/kt/xsrc:1", a_proxy);
+    snprintf(put, sizeof(put), "digest=sha256%%3A%s", l.digest + 7);
+
+    proxy_clear(a_proxy);
+    snprintf(rule, sizeof(rule), "path=/v2/kt/xsrc/blobs/%s,method=GET,corrupt=777777,count=0",
+             l.digest);
+    proxy_rule(a_proxy, rule);
+
+    /* default: the destination checks the digest; kiln copies again hashing, and names the blob */
+    log_reset();
+    snprintf(dst, sizeof(dst), "%s/kt/xbad:1", b_proxy);
+    struct kiln_transfer_result res;
+    int rc = copy_image(src, dst, false, 0, &res, &e);
+    ok(rc == -KILN_ENET && has(e, "copy '") && has(e, l.digest) && has(e, "digest mismatch"),
+       "copy: a source serving a corrupted blob: the copy fails, naming the blob");
+    show("error", e);
+    kiln_error_free(e);
+    e = NULL;
+    ok(log_has("refused the digest of") && log_has("(HTTP 400)"),
+       "copy: the destination refused the digest (DIGEST_INVALID), kiln copied again verifying");
+    is_int(wait_lines(b_log, "/v2/kt/xbad/blobs/uploads/", put, "\"result\": 400", 1), 1,
+           "copy: one final PUT of the layer, refused with 400");
+    is_int(count_lines(b_log, "/v2/kt/xbad/blobs/uploads/", put), 1,
+           "copy: the verifying second pass sent no final PUT");
+    no_error(kiln_registry_blob_head(rb, "kt/xbad", l.digest, NULL, &e), 0, &e,
+             "copy: the bad layer is not stored at the destination");
+    struct kiln_registry_manifest m = KILN_REGISTRY_MANIFEST_INIT;
+    no_error(kiln_registry_manifest_head(rb, "kt/xbad", "1", NULL, &m, &e), 0, &e,
+             "copy: no tag was written at the destination");
+    kiln_registry_manifest_release(&m);
+
+    /* verify_streams: the bad bytes are caught here, before any final PUT */
+    log_reset();
+    snprintf(dst, sizeof(dst), "%s/kt/xbad2:1", b_proxy);
+    rc = copy_image(src, dst, true, 0, &res, &e);
+    ok(rc == -KILN_ENET && has(e, "copy '") && has(e, l.digest) && has(e, "digest mismatch"),
+       "copy --verify: the corrupted blob fails the copy, naming the blob");
+    show("error", e);
+    kiln_error_free(e);
+    e = NULL;
+    ok(wait_lines(b_log, "/v2/kt/xbad2/blobs/uploads/", "\"PATCH\"", NULL, 1) >= 1,
+       "copy --verify: the bytes were streamed to the destination");
+    is_int(count_lines(b_log, "/v2/kt/xbad2/blobs/uploads/", put), 0,
+           "copy --verify: caught before the final PUT (none sent)");
+    ok(!log_has("refused the digest"), "copy --verify: the destination never had to refuse it");
+    no_error(kiln_registry_manifest_head(rb, "kt/xbad2", "1", NULL, &m, &e), 0, &e,
+             "copy --verify: no tag was written at the destination");
+    kiln_registry_manifest_release(&m);
+
+    /* the same source without the fault copies */
+    proxy_clear(a_proxy);
+    snprintf(dst, sizeof(dst), "%s/kt/xgood:1", b_proxy);
+    no_error(copy_image(src, dst, true, 0, &res, &e), 0, &e,
+             "copy --verify: the intact source copies");
+    is_str(res.digest, mdigest, "copy --verify: the destination names the source's digest");
+    get_and_compare(rb, "kt/xgood", &l, "copy --verify: the layer arrived intact");
+
+    kiln_registry_free(ra);
+    kiln_registry_free(rb);
+    blob_close(&l);
+    blob_close(&c);
+}
+
+/*
+ * A PATCH cut mid-body at the destination (proxy b) with chunks larger than
+ * the transfer's ring: the bytes from the registry's offset are gone from the
+ * ring and come again from the source (proxy a) with a Range request.
+ */
+static void test_copy_cut(const char *a, const char *a_proxy, const char *a_log, const char *b,
+                          const char *b_proxy, const char *b_log)
+{
+    struct kiln_error *e = NULL;
+    struct kiln_registry *ra = open_reg(a, NULL, NULL, 0, 2);
+    struct kiln_registry *rb = open_reg(b, NULL, NULL, 0, 2);
+    const uint64_t chunk = 8 << 20, cut = 3 << 20;
+    ok(chunk > KILN_TRANSFER_STREAM_BUFFER && cut > KILN_TRANSFER_STREAM_BUFFER,
+       "cut: 8 MiB chunks and a 3 MiB cut are larger than the 2 MiB ring");
+    struct blob l, c;
+    make_blob(&l, "copy-cut-l", (20 << 20) + 4321, 71);
+    make_blob(&c, "copy-cut-c", 300, 72);
+    char mdigest[80];
+    push_image(ra, "kt/ysrc", "1", &c, &l, mdigest, "cut");
+    char src[256], dst[256], rule[256], range[64];
+    snprintf(src, sizeof(src), "%s/kt/ysrc:1", a_proxy);
+    snprintf(range, sizeof(range), "\"range\": \"bytes=%llu-\"", (unsigned long long)chunk);
+
+    const char *repos[] = {"kt/ycut", "kt/ycut-verify"};
+    for (int i = 0; i < 2; i++) {
+        bool verify = i == 1;
+        const char *label = verify ? "cut --verify" : "cut";
+        char desc[160];
+        proxy_clear(a_proxy);
+        proxy_clear(b_proxy);
+        snprintf(rule, sizeof(rule),
+                 "path=/v2/%s/blobs/uploads/,method=PATCH,skip=1,cutbody=%llu,count=1", repos[i],
+                 (unsigned long long)cut);
+        proxy_rule(b_proxy, rule);
+        snprintf(dst, sizeof(dst), "%s/%s:1", b_proxy, repos[i]);
+        int before = count_lines3(a_log, range, l.digest + 7, "\"result\": 206");
+        log_reset();
+        struct kiln_transfer_result res;
+        snprintf(desc, sizeof(desc), "%s: the copy through a PATCH cut after 3 MiB completes",
+                 label);
+        no_error(copy_image(src, dst, verify, chunk, &res, &e), 0, &e, desc);
+        snprintf(desc, sizeof(desc), "%s: the destination names the source's digest", label);
+        is_str(res.digest, mdigest, "%s", desc);
+        snprintf(rule, sizeof(rule), "/v2/%s/blobs/uploads/", repos[i]);
+        snprintf(desc, sizeof(desc), "%s: the proxy cut the second PATCH mid-body", label);
+        is_int(wait_lines(b_log, rule, "\"cutbody\"", "\"body_read\": 3145728", 1), 1, "%s", desc);
+        snprintf(desc, sizeof(desc),
+                 "%s: resumed from the registry's offset 8388608 (not in the ring)", label);
+        ok(log_has("downloading again from byte 8388608"), "%s", desc);
+        snprintf(desc, sizeof(desc), "%s: the source got a Range request from there (206)", label);
+        is_int(wait_lines(a_log, range, l.digest + 7, "\"result\": 206", before + 1) - before, 1,
+               "%s", desc);
+        snprintf(desc, sizeof(desc), "%s: the destination has the right bytes", label);
+        get_and_compare(rb, repos[i], &l, desc);
+        struct kiln_registry_manifest m = KILN_REGISTRY_MANIFEST_INIT;
+        snprintf(desc, sizeof(desc), "%s: the tag is written", label);
+        no_error(kiln_registry_manifest_head(rb, repos[i], "1", NULL, &m, &e), 1, &e, desc);
+        snprintf(desc, sizeof(desc), "%s: the tag names the source's digest", label);
+        is_str(m.digest, mdigest, "%s", desc);
+        kiln_registry_manifest_release(&m);
+    }
+    proxy_clear(a_proxy);
+    proxy_clear(b_proxy);
+    kiln_registry_free(ra);
+    kiln_registry_free(rb);
+    blob_close(&l);
+    blob_close(&c);
+}
+
+/* ---- kiln copy --chunk-size ------------------------------------------------------------ */
+
+extern char **environ;
+
+/* Run kiln with args; its exit status (or -1), stdout and stderr into files under tmpdir. */
+static int run_kiln(const char *kiln, const char *const *args, char out[600], char errf[600])
+{
+    snprintf(out, 600, "%s/kiln.out", tmpdir);
+    snprintf(errf, 600, "%s/kiln.err", tmpdir);
+    const char *argv[16];
+    size_t n = 0;
+    argv[n++] = kiln;
+    for (size_t i = 0; args[i] && n < 15; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    /* an empty docker config: no credentials from the user's */
+    char dc[600];
+    snprintf(dc, sizeof(dc), "DOCKER_CONFIG=%s/no-docker-config", tmpdir);
+    size_t ne = 0;
+    while (environ[ne])
+        ne++;
+    const char **envp = kiln_xreallocarray(NULL, ne + 2, sizeof(char *));
+    envp[0] = dc;
+    for (size_t i = 0; i < ne; i++)
+        envp[i + 1] = environ[i];
+    envp[ne + 1] = NULL;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_addopen(&fa, 2, errf, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    pid_t pid;
+    int status = -1;
+    int e = posix_spawn(&pid, kiln, &fa, NULL, (char *const *)argv, (char *const *)envp);
+    posix_spawn_file_actions_destroy(&fa);
+    free(envp);
+    if (e != 0)
+        return -1;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static bool file_has(const char *path, const char *s)
+{
+    return count_lines(path, s, NULL) > 0;
+}
+
+static void test_cli_chunk(const char *kiln, const char *a, const char *b)
+{
+    struct kiln_error *e = NULL;
+    struct kiln_registry *ra = open_reg(a, NULL, NULL, 0, 2);
+    struct kiln_registry *rb = open_reg(b, NULL, NULL, 0, 2);
+    struct blob l, c;
+    make_blob(&l, "cli-l", (1 << 20) + 99, 81);
+    make_blob(&c, "cli-c", 200, 82);
+    char mdigest[80];
+    push_image(ra, "kt/clisrc", "1", &c, &l, mdigest, "cli");
+    char src[256], dst[256], out[600], errf[600];
+    snprintf(src, sizeof(src), "%s/kt/clisrc:1", a);
+    const char *sizes[] = {"1g", "4g", "4096m", "5g", "4097m", "0"};
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        bool good = i < 3;
+        char repo[64];
+        snprintf(repo, sizeof(repo), "kt/cli-%s", sizes[i]);
+        snprintf(dst, sizeof(dst), "%s/%s:1", b, repo);
+        const char *args[] = {"copy", "-q", "--chunk-size", sizes[i], src, dst, NULL};
+        int st = run_kiln(kiln, args, out, errf);
+        if (good) {
+            ok(st == 0 && file_has(out, mdigest),
+               "kiln copy --chunk-size %s: accepted, the image is copied (exit %d)", sizes[i], st);
+        } else {
+            char want[128];
+            snprintf(want, sizeof(want), "--chunk-size wants a size from 1 to 4g, not '%s'",
+                     sizes[i]);
+            ok(st == 2 && file_has(errf, want),
+               "kiln copy --chunk-size %s: a usage error (exit %d)", sizes[i], st);
+        }
+        if ((st == 0) != good) {
+            printf("#   stderr:\n");
+            FILE *f = fopen(errf, "re");
+            char line[512];
+            while (f && fgets(line, sizeof(line), f))
+                printf("#     %s", line);
+            if (f)
+                fclose(f);
+        }
+        struct kiln_registry_manifest m = KILN_REGISTRY_MANIFEST_INIT;
+        int h = kiln_registry_manifest_head(rb, repo, "1", NULL, &m, &e);
+        ok(h == (good ? 1 : 0) && (!good || (m.digest && strcmp(m.digest, mdigest) == 0)),
+           "kiln copy --chunk-size %s: %s", sizes[i],
+           good ? "the destination names the source's digest" : "nothing written");
+        kiln_error_free(e);
+        e = NULL;
+        kiln_registry_manifest_release(&m);
+    }
+    kiln_registry_free(ra);
+    kiln_registry_free(rb);
+    blob_close(&l);
+    blob_close(&c);
+}
+
 /* ---- auth ----------------------------------------------------------------------------- */
 
 /* push + pull with credentials that work */
@@ -941,6 +1603,7 @@ static void test_unreachable(void)
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
+    signal(SIGPIPE, SIG_IGN); /* the pipe writer of test_patch_read */
     kiln_log_set_handler(log_to_tap, NULL, KILN_LOG_INFO);
     curl_global_init(CURL_GLOBAL_ALL);
     snprintf(tmpdir, sizeof(tmpdir), "%s/kiln-test-client.XXXXXX",
@@ -961,6 +1624,24 @@ int main(void)
         test_faults(env("KT_PROXY"), noauth);
     else
         ok(1, "# SKIP no fault proxy");
+    if (env("KT_PROXY"))
+        test_range(noauth, env("KT_PROXY"), env("KT_PROXY_LOG"));
+    else
+        ok(1, "# SKIP no fault proxy: no range tests");
+    test_patch_read(noauth);
+    if (env("KT_PROXY") && env("KT_PROXY_LOG") && env("KT_NOAUTH2") && env("KT_PROXY2") &&
+        env("KT_PROXY2_LOG")) {
+        test_copy_corrupt(noauth, env("KT_PROXY"), env("KT_NOAUTH2"), env("KT_PROXY2"),
+                          env("KT_PROXY2_LOG"));
+        test_copy_cut(noauth, env("KT_PROXY"), env("KT_PROXY_LOG"), env("KT_NOAUTH2"),
+                      env("KT_PROXY2"), env("KT_PROXY2_LOG"));
+    } else {
+        ok(1, "# SKIP no second registry and fault proxy: no copy tests");
+    }
+    if (env("KT_KILN") && env("KT_NOAUTH2"))
+        test_cli_chunk(env("KT_KILN"), noauth, env("KT_NOAUTH2"));
+    else
+        ok(1, "# SKIP no kiln binary: no 'kiln copy' option tests");
     if (env("KT_REDIRECT"))
         test_redirect(env("KT_REDIRECT"), env("KT_REDIRECT_BLOB"), env("KT_REDIRECT_LOG"));
     if (env("KT_BASIC"))
@@ -983,6 +1664,7 @@ int main(void)
     if (dir)
         closedir(dir);
     rmdir(tmpdir);
+    kiln_buf_release(&log_text);
     curl_global_cleanup();
     return tap_done();
 }

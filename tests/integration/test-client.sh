@@ -1,11 +1,20 @@
 #!/bin/sh
 # TAP test of the registry client (src/registry/client.c, http.c) against real
 # docker-registry instances: no auth, htpasswd Basic, token auth, and a fault
-# proxy in front of the no-auth one. The C program does the checks.
-# usage: test-client.sh TEST_CLIENT_BINARY [SOURCE_DIR]   (SOURCE_DIR holds lib/)
+# proxy in front of the no-auth one, and a second no-auth registry with its own
+# fault proxy (registry -> registry copies). The C program does the checks.
+# usage: test-client.sh TEST_CLIENT_BINARY [SOURCE_DIR [KILN_BINARY]]
+#   (SOURCE_DIR holds lib/; KILN_BINARY, for 'kiln copy' option checks, defaults
+#   to the kiln next to the build directory of TEST_CLIENT_BINARY, if there)
 set -u
 BIN=$1
 REGISTRY_LIB=$(cd "${2:-$(dirname "$0")}" && pwd)/lib
+KT_KILN=${3:-$(dirname "$BIN")/../../kiln}
+if [ -x "$KT_KILN" ]; then
+    export KT_KILN
+else
+    unset KT_KILN
+fi
 # shellcheck source-path=SCRIPTDIR source=lib/registry.sh
 . "$REGISTRY_LIB/registry.sh"
 
@@ -55,17 +64,40 @@ export KT_USER KT_PASSWORD KT_RO_USER KT_RO_PASSWORD
 # honours each token for two requests only (to exercise the re-ask).
 T=$(mktemp -d "${TMPDIR:-/tmp}/kiln-test-client.XXXXXX") || bail "mktemp"
 redir_pid=
+proxy2_pid=
 # shellcheck disable=SC2317 # called from the traps
 cleanup() {
     if [ -n "$redir_pid" ]; then
         kill "$redir_pid" 2>/dev/null
         wait "$redir_pid" 2>/dev/null
     fi
+    if [ -n "$proxy2_pid" ]; then
+        kill "$proxy2_pid" 2>/dev/null
+        wait "$proxy2_pid" 2>/dev/null
+    fi
     registry_cleanup
     rm -rf "$T"
 }
 trap 'cleanup' EXIT
 trap 'cleanup; exit 130' INT TERM HUP
+
+# The second no-auth registry (the destination of registry -> registry copies)
+# and a fault proxy of its own in front of it (faultproxy_start keeps one
+# proxy only, so this one is started here).
+if [ -n "${KT_PROXY:-}" ]; then
+    registry_start noauth || bail "cannot start a second registry without auth"
+    KT_NOAUTH2=$REGISTRY
+    export KT_NOAUTH2
+    "$REGISTRY_PYTHON" "$REGISTRY_LIB/faultproxy.py" --upstream "$KT_NOAUTH2" \
+        --port-file "$T/proxy2.port" --log "$T/proxy2.log" </dev/null >"$T/proxy2.out" 2>&1 &
+    proxy2_pid=$!
+    i=0
+    while [ ! -s "$T/proxy2.port" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+    [ -s "$T/proxy2.port" ] || bail "cannot start the second fault proxy"
+    KT_PROXY2=127.0.0.1:$(cat "$T/proxy2.port")
+    KT_PROXY2_LOG=$T/proxy2.log
+    export KT_PROXY2 KT_PROXY2_LOG
+fi
 # It listens on 127.0.0.1 only. Reached under the name registry.kiln.test
 # (pinned to 127.0.0.1 with the client's resolve option, no DNS), it is not a
 # loopback host to kiln, so TLS is verified there, which the test checks too.

@@ -20,9 +20,17 @@ pairs:
                  after K bytes of its body (a short read for the client)
   hangup=1       close the connection without any response
   delay=MS       wait MS milliseconds before going on (alone: a slow reply)
+  norange=1      pass the request on without its Range header: the upstream
+                 answers 200 with the whole body (a server ignoring Range)
+  corrupt=K      pass the upstream's response on with byte K of its body
+                 flipped (XOR 0xff; nothing changes when the body is shorter)
+  cutbody=K      read K bytes of the request body (all of it when shorter),
+                 then close the connection without passing anything on (a
+                 request cut mid-body; the upstream never sees it)
 
 Rules are tried in order; the first that matches and has firings left wins.
-Examples: "path=^/v2/$,status=503,count=2,retry-after=1",
+Faults combine in one rule (e.g. norange=1,drop=1000). Examples:
+"path=^/v2/$,status=503,count=2,retry-after=1",
 "path=/blobs/sha256:,method=GET,drop=1000".
 
 Control endpoint on the same port (not proxied):
@@ -32,7 +40,8 @@ Control endpoint on the same port (not proxied):
   DELETE /__faultproxy/rules   remove all rules
   GET    /__faultproxy/stats   {"requests": N, "proxied": N, "faults": N}
 The port actually bound is written to --port-file (atomically); each request
-is logged as a JSON line to --log.
+is logged as a JSON line to --log (with the request's Range header, if any,
+as "range").
 """
 
 import argparse
@@ -64,7 +73,8 @@ CHUNK = 64 * 1024
 
 
 class Rule:
-    KEYS = {"path", "method", "skip", "count", "status", "retry-after", "drop", "hangup", "delay"}
+    KEYS = {"path", "method", "skip", "count", "status", "retry-after", "drop", "hangup", "delay",
+            "norange", "corrupt", "cutbody"}
 
     def __init__(self, spec, rid):
         if isinstance(spec, str):
@@ -91,8 +101,13 @@ class Rule:
         self.drop = int(spec["drop"]) if "drop" in spec else None
         self.hangup = str(spec.get("hangup", "0")) not in ("0", "", "false")
         self.delay = int(spec.get("delay", 0)) / 1000.0
-        if self.status is None and self.drop is None and not self.hangup and not self.delay:
-            raise ValueError("rule has no fault (status, drop, hangup or delay)")
+        self.norange = str(spec.get("norange", "0")) not in ("0", "", "false")
+        self.corrupt = int(spec["corrupt"]) if "corrupt" in spec else None
+        self.cutbody = int(spec["cutbody"]) if "cutbody" in spec else None
+        if (self.status is None and self.drop is None and not self.hangup and not self.delay
+                and not self.norange and self.corrupt is None and self.cutbody is None):
+            raise ValueError("rule has no fault (status, drop, hangup, delay, norange, corrupt "
+                             "or cutbody)")
         self.seen = 0
         self.fired = 0
 
@@ -158,6 +173,19 @@ class Handler(BaseHTTPRequestHandler):
         return self.server.state
 
     # -- request bodies ----------------------------------------------------
+
+    def read_some(self, limit):
+        """Up to `limit` raw bytes of the request body (chunk framing included)."""
+        n = limit
+        if "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
+            n = min(n, int(self.headers.get("Content-Length", "0") or 0))
+        got = 0
+        while got < n:
+            b = self.rfile.read(min(CHUNK, n - got))
+            if not b:
+                break
+            got += len(b)
+        return got
 
     def read_body(self):
         """The whole request body (Content-Length or chunked), as bytes."""
@@ -240,8 +268,15 @@ class Handler(BaseHTTPRequestHandler):
             self.control(self.read_body())
             return
         rule = self.state.match(self.command, target)
-        body = self.read_body()
         rec = {"method": self.command, "target": target, "rule": rule.id if rule else None}
+        if self.headers.get("Range") is not None:
+            rec["range"] = self.headers.get("Range")
+        if rule and rule.cutbody is not None:
+            got = self.read_some(rule.cutbody)
+            self.state.record(result="cutbody", body_read=got, **rec)
+            self.hang_up()
+            return
+        body = self.read_body()
         if rule and rule.delay:
             time.sleep(rule.delay)
         if rule and rule.hangup:
@@ -262,7 +297,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         drop = rule.drop if rule else None
         try:
-            status, sent = self.forward(body, drop)
+            status, sent = self.forward(body, drop, rule)
         except (OSError, http.client.HTTPException) as e:
             self.state.record(result="upstream-error", error=str(e), **rec)
             try:
@@ -271,12 +306,21 @@ class Handler(BaseHTTPRequestHandler):
                 pass
             self.close_connection = True
             return
-        self.state.record(result=status, body_bytes=sent, dropped=drop is not None, **rec)
+        extra = {}
+        if rule and rule.norange:
+            extra["range_stripped"] = True
+        if rule and rule.corrupt is not None:
+            extra["corrupted"] = rule.corrupt < sent
+        self.state.record(result=status, body_bytes=sent, dropped=drop is not None, **extra, **rec)
 
-    def forward(self, body, drop):
+    def forward(self, body, drop, rule=None):
         conn = http.client.HTTPConnection(*self.state.upstream, timeout=120)
+        corrupt = rule.corrupt if rule else None
         try:
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
+            if rule and rule.norange:
+                headers = {k: v for k, v in headers.items()
+                           if k.lower() not in ("range", "if-range")}
             if body or self.command in ("POST", "PUT", "PATCH"):
                 headers["Content-Length"] = str(len(body))
             conn.request(self.command, self.path, body=body if body else None, headers=headers)
@@ -311,6 +355,9 @@ class Handler(BaseHTTPRequestHandler):
                 data = resp.read(want)
                 if not data:
                     break
+                if corrupt is not None and sent <= corrupt < sent + len(data):
+                    i = corrupt - sent
+                    data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
                 if chunked:
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                 else:
