@@ -44,8 +44,21 @@ is() { # is GOT WANT DESCRIPTION
 registry_start noauth >/dev/null 2>&1 || { echo "1..0 # SKIP cannot start docker-registry"; exit 0; }
 REF=$REGISTRY/kiln/base:test
 
+# The first bootstrap also fills the per-day base cache that test-build.sh and
+# the e2e tests use (under its lock, so that they wait instead of running a
+# second mmdebstrap at the same time).
+CACHE=${KILN_TEST_CACHE:-/var/tmp/kiln-test-cache}
+mkdir -p "$CACHE"
+BASE_LAYOUT=$CACHE/base-$(date -u +%Y%m%d)
+exec 9>"$CACHE/base.lock"
+flock 9
 "$KILN" base --push "$REF" --oci-dir "$T/layout:base" --work-dir "$T" >"$T/out" 2>"$T/err"
 rc=$?
+if [ $rc -eq 0 ] && [ ! -f "$BASE_LAYOUT/index.json" ]; then
+    rm -rf "$BASE_LAYOUT.tmp" && cp -a "$T/layout" "$BASE_LAYOUT.tmp" && mv "$BASE_LAYOUT.tmp" "$BASE_LAYOUT"
+fi
+flock -u 9
+exec 9>&-
 ok $rc "kiln base --push succeeds (exit $rc)"
 [ $rc -eq 0 ] || tail -20 "$T/err" | sed 's/^/#   /'
 last=$(tail -n 1 "$T/out")

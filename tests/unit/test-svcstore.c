@@ -138,8 +138,8 @@ static void test_migrations(void)
     if (!st)
         return;
     is_str(kiln_store_backend(st), "sqlite", "backend name");
-    is_int(kiln_store_schema_version(st, NULL), 1, "schema version 1 after migration");
-    is_int(raw_int(path, "SELECT COUNT(*) FROM schema_version"), 1, "one migration recorded");
+    is_int(kiln_store_schema_version(st, NULL), 2, "schema version 2 after the migrations");
+    is_int(raw_int(path, "SELECT COUNT(*) FROM schema_version"), 2, "two migrations recorded");
     int64_t applied = raw_int(path, "SELECT applied_ms FROM schema_version WHERE version = 1");
     _cleanup_free_ char *mode = raw_text(path, "PRAGMA journal_mode");
     is_str(mode, "wal", "journal mode is WAL");
@@ -153,8 +153,8 @@ static void test_migrations(void)
     ok(st != NULL, "re-open");
     if (!st)
         return;
-    is_int(kiln_store_schema_version(st, NULL), 1, "version kept");
-    is_int(raw_int(path, "SELECT COUNT(*) FROM schema_version"), 1, "no migration re-run");
+    is_int(kiln_store_schema_version(st, NULL), 2, "version kept");
+    is_int(raw_int(path, "SELECT COUNT(*) FROM schema_version"), 2, "no migration re-run");
     is_int(raw_int(path, "SELECT applied_ms FROM schema_version WHERE version = 1"), applied,
            "migration record untouched");
     struct kiln_store_spec sp = {0};
