@@ -9,7 +9,7 @@ set -eu
 
 build_pkgs="gcc clang meson ninja-build pkg-config clang-format
 libyaml-dev libjansson-dev libssl-dev libcurl4-openssl-dev libarchive-dev
-zlib1g-dev libdeflate-dev libzstd-dev libsqlite3-dev libpq-dev libmicrohttpd-dev"
+zlib1g-dev libdeflate-dev libisal-dev libzstd-dev libsqlite3-dev libpq-dev libmicrohttpd-dev"
 run_pkgs="runc crun docker-registry mmdebstrap ca-certificates"
 test_pkgs="libclang-rt-14-dev apache2-utils skopeo umoci postgresql chromium
 python3 python3-pip python3-venv python3-wheel python3-cryptography curl jq time busybox-static"

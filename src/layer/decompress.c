@@ -4,8 +4,12 @@
 #include <libdeflate.h>
 #include <pthread.h>
 #include <unistd.h>
-#include <zlib.h>
 #include <zstd.h>
+#ifdef KILN_HAVE_ISAL
+#include <isa-l/igzip_lib.h>
+#else
+#include <zlib.h>
+#endif
 
 #include "util/sha256.h"
 
@@ -14,6 +18,12 @@
 #define MAX_BLOCK           ((size_t)64 << 20)
 #define DEFAULT_BLOCKS      4u
 #define ZSTD_WINDOW_LOG_MAX 27
+/*
+ * Room after the input buffer's capacity: an inflater that read past the end
+ * of its deflate stream gives back at most 8 bytes (ISA-L's 64-bit bit
+ * buffer), which in_unread() may have to put in front of the unread bytes.
+ */
+#define IN_PUSHBACK 8
 
 enum gz_state { GZ_HEADER, GZ_BODY, GZ_TRAILER };
 
@@ -30,7 +40,11 @@ struct kiln_decompress {
     struct kiln_decompress_opts opts;
     enum kiln_compression format;
 
-    /* compressed input: bytes [in_pos, in_len) are unread */
+    /*
+     * compressed input: bytes [in_pos, in_len) are unread. in_len stays within
+     * in_cap except right after in_unread(), which may go up to IN_PUSHBACK
+     * bytes past it (the allocation has that room).
+     */
     uint8_t *in;
     size_t in_cap, in_pos, in_len;
     bool in_eof;
@@ -51,9 +65,13 @@ struct kiln_decompress {
     int perr_code;
     char *perr_msg;
 
-    /* codecs */
+    /* codecs: the gzip body is inflated by ISA-L when built with it, else by zlib */
+#ifdef KILN_HAVE_ISAL
+    struct inflate_state *isal;
+#else
     z_stream z;
     bool z_init;
+#endif
     struct libdeflate_decompressor *ld;
     bool ld_off;
     enum gz_state gz;
@@ -333,8 +351,8 @@ static int gzip_trailer(struct kiln_decompress *d)
 
 /*
  * Try to decode a whole member (header included) with libdeflate into
- * out[*len, cap). Returns 1 when done, 0 when the caller must use zlib for
- * this member (or publish the block first: *retry_later), < 0 on error.
+ * out[*len, cap). Returns 1 when done, 0 when the caller must stream this
+ * member (body_inflate()) (or publish the block first: *retry_later), < 0 on error.
  */
 static int gz_fast(struct kiln_decompress *d, uint8_t *out, size_t cap, size_t *len,
                    bool *retry_later)
@@ -358,10 +376,121 @@ static int gz_fast(struct kiln_decompress *d, uint8_t *out, size_t cap, size_t *
         *retry_later = true;
         return 0;
     }
-    /* too big for one block, longer than the input buffer, or corrupt: zlib says which */
+    /* too big for one block, longer than the input buffer, or corrupt: streaming says which */
     d->ld_off = true;
     return 0;
 }
+
+#ifdef KILN_HAVE_ISAL
+/*
+ * Give back the k (<= IN_PUSHBACK) bytes `p` that were taken from just before
+ * in_pos (the inflater read them ahead, past the end of its deflate stream):
+ * they are unread again. When in_more() refilled the buffer since, they are
+ * no longer in front of in_pos, so the unread bytes move up to make room.
+ */
+static int in_unread(struct kiln_decompress *d, const uint8_t *p, size_t k)
+{
+    if (d->in_pos < k) {
+        size_t shift = k - d->in_pos;
+        if (k > IN_PUSHBACK || d->in_len + shift > d->in_cap + IN_PUSHBACK)
+            return fail(d, KILN_EINTERNAL, 0, "gzip: no room to give back %zu input bytes", k);
+        memmove(d->in + k, d->in + d->in_pos, d->in_len - d->in_pos);
+        d->in_len += shift;
+        d->in_pos = k;
+    }
+    d->in_pos -= k;
+    memcpy(d->in + d->in_pos, p, k);
+    return 0;
+}
+
+static const char *isal_error_name(int r)
+{
+    switch (r) {
+    case ISAL_INVALID_BLOCK:
+        return "invalid block";
+    case ISAL_INVALID_SYMBOL:
+        return "invalid symbol";
+    case ISAL_INVALID_LOOKBACK:
+        return "invalid distance too far back";
+    default:
+        return "bad data";
+    }
+}
+
+/*
+ * One inflate call on the unread input (avail bytes, possibly 0: bits the
+ * inflater buffered may still decode) into out[0, room). Sets *produced, and
+ * *end once the deflate stream of this member ended; then in_pos is just
+ * after its last byte. Returns 0 or < 0 on error.
+ */
+static int body_inflate(struct kiln_decompress *d, size_t avail, uint8_t *out, size_t room,
+                        size_t *produced, bool *end)
+{
+    struct inflate_state *s = d->isal;
+    s->next_in = d->in + d->in_pos;
+    s->avail_in = (uint32_t)(avail > UINT32_MAX ? UINT32_MAX : avail);
+    s->next_out = out;
+    s->avail_out = (uint32_t)(room > UINT32_MAX ? UINT32_MAX : room);
+    int ir = isal_inflate(s);
+    *produced = (size_t)(s->next_out - out);
+    d->in_pos = (size_t)(s->next_in - d->in);
+    if (ir < 0) {
+        /* the bytes in the bit buffer are not decoded yet: the offset is before them */
+        uint64_t off = in_offset(d);
+        uint64_t held = s->read_in_length > 0 ? (uint64_t)s->read_in_length / 8 : 0;
+        return fail(d, KILN_EINVAL, 0, "gzip: corrupt deflate data at offset %llu: %s",
+                    (unsigned long long)(off >= held ? off - held : 0), isal_error_name(ir));
+    }
+    if (s->block_state != ISAL_BLOCK_FINISH)
+        return 0;
+    /*
+     * The stream ended, but ISA-L reads ahead: its bit buffer may hold whole
+     * bytes past the end (the trailer, the next member). Its low
+     * read_in_length % 8 bits are the final byte's padding; the whole bytes
+     * above them are given back to the input.
+     */
+    if (s->read_in_length < 0 || s->read_in_length > 64)
+        return fail(d, KILN_EINTERNAL, 0, "gzip: inflater bit buffer holds %d bits",
+                    (int)s->read_in_length);
+    size_t k = (size_t)s->read_in_length / 8;
+    uint64_t v = k ? s->read_in >> (s->read_in_length % 8) : 0;
+    uint8_t back[8];
+    for (size_t i = 0; i < k; i++)
+        back[i] = (uint8_t)(v >> (8 * i));
+    int r = in_unread(d, back, k);
+    if (r < 0)
+        return r;
+    isal_inflate_reset(s);
+    s->crc_flag = ISAL_DEFLATE;
+    *end = true;
+    return 0;
+}
+#else
+/* zlib variant of body_inflate() above; zlib never reads past the end of the stream. */
+static int body_inflate(struct kiln_decompress *d, size_t avail, uint8_t *out, size_t room,
+                        size_t *produced, bool *end)
+{
+    d->z.next_in = d->in + d->in_pos;
+    d->z.avail_in = (uInt)(avail > UINT32_MAX ? UINT32_MAX : avail);
+    d->z.next_out = out;
+    d->z.avail_out = (uInt)(room > UINT32_MAX ? UINT32_MAX : room);
+    int zr = inflate(&d->z, Z_NO_FLUSH);
+    *produced = (size_t)(d->z.next_out - out);
+    d->in_pos = (size_t)(d->z.next_in - d->in);
+    if (zr == Z_STREAM_END) {
+        inflateReset(&d->z);
+        *end = true;
+    } else if (zr == Z_DATA_ERROR) {
+        return fail(d, KILN_EINVAL, 0, "gzip: corrupt deflate data at offset %llu: %s",
+                    (unsigned long long)in_offset(d), d->z.msg ? d->z.msg : "bad data");
+    } else if (zr == Z_MEM_ERROR) {
+        return fail(d, KILN_EINTERNAL, ENOMEM, "gzip: inflate");
+    } else if (zr != Z_OK && zr != Z_BUF_ERROR) {
+        return fail(d, KILN_EINTERNAL, 0, "gzip: inflate returned %d", zr);
+    }
+    return 0;
+}
+#endif
 
 static int gz_fill(struct kiln_decompress *d, uint8_t *out, size_t cap, size_t *len)
 {
@@ -390,37 +519,34 @@ static int gz_fill(struct kiln_decompress *d, uint8_t *out, size_t cap, size_t *
             ssize_t a = in_more(d);
             if (a < 0)
                 return (int)a;
-            if (a == 0)
-                return fail(d, KILN_EINVAL, 0,
-                            "gzip: truncated stream at offset %llu (deflate data of member %u "
-                            "ends early)",
-                            (unsigned long long)in_offset(d), d->gz_members + 1);
-            d->z.next_in = d->in + d->in_pos;
-            d->z.avail_in = (uInt)((size_t)a > UINT32_MAX ? UINT32_MAX : (size_t)a);
-            d->z.next_out = out + *len;
-            d->z.avail_out = (uInt)(cap - *len);
-            int zr = inflate(&d->z, Z_NO_FLUSH);
-            size_t produced = (size_t)(d->z.next_out - (out + *len));
-            d->in_pos = (size_t)(d->z.next_in - d->in);
+            /*
+             * At the end of the input the inflater still runs: it may hold
+             * the last bits of the stream (it stopped on a full block). No
+             * output and no end with nothing left to read is a truncation.
+             */
+            size_t produced = 0, before = d->in_pos;
+            bool end = false;
+            int r = body_inflate(d, (size_t)a, out + *len, cap - *len, &produced, &end);
+            if (r < 0)
+                return r;
+            /* input and room, yet no progress: a stuck inflater is a bug */
+            if (a > 0 && !end && !produced && d->in_pos == before)
+                return fail(d, KILN_EINTERNAL, 0, "gzip: inflate made no progress at offset %llu",
+                            (unsigned long long)in_offset(d));
             if (produced) {
                 d->gz_crc = (uint32_t)libdeflate_crc32(d->gz_crc, out + *len, produced);
                 d->gz_size += produced;
                 *len += produced;
-                int r = account(d, produced);
-                if (r < 0)
+                if ((r = account(d, produced)) < 0)
                     return r;
             }
-            if (zr == Z_STREAM_END) {
-                inflateReset(&d->z);
+            if (end)
                 d->gz = GZ_TRAILER;
-            } else if (zr == Z_DATA_ERROR) {
-                return fail(d, KILN_EINVAL, 0, "gzip: corrupt deflate data at offset %llu: %s",
-                            (unsigned long long)in_offset(d), d->z.msg ? d->z.msg : "bad data");
-            } else if (zr == Z_MEM_ERROR) {
-                return fail(d, KILN_EINTERNAL, ENOMEM, "gzip: inflate");
-            } else if (zr != Z_OK && zr != Z_BUF_ERROR) {
-                return fail(d, KILN_EINTERNAL, 0, "gzip: inflate returned %d", zr);
-            }
+            else if (a == 0 && produced == 0)
+                return fail(d, KILN_EINVAL, 0,
+                            "gzip: truncated stream at offset %llu (deflate data of member %u "
+                            "ends early)",
+                            (unsigned long long)in_offset(d), d->gz_members + 1);
         }
         if (d->gz == GZ_TRAILER) {
             int r = gzip_trailer(d);
@@ -599,7 +725,7 @@ int kiln_decompress_open(struct kiln_decompress **ret, kiln_read_fn read, void *
     if (d->nblocks > 64)
         d->nblocks = 64;
     d->in_cap = d->opts.block_size;
-    d->in = kiln_xmalloc(d->in_cap);
+    d->in = kiln_xmalloc(d->in_cap + IN_PUSHBACK);
     d->blocks = kiln_xcalloc(d->nblocks, sizeof(*d->blocks));
     for (unsigned i = 0; i < d->nblocks; i++)
         d->blocks[i].data = kiln_xmalloc(d->opts.block_size);
@@ -617,11 +743,17 @@ int kiln_decompress_open(struct kiln_decompress **ret, kiln_read_fn read, void *
     }
     d->format = kiln_decompress_detect(d->in, (size_t)a);
     if (d->format == KILN_COMPRESSION_GZIP) {
+#ifdef KILN_HAVE_ISAL
+        d->isal = kiln_xcalloc(1, sizeof(*d->isal));
+        isal_inflate_init(d->isal);
+        d->isal->crc_flag = ISAL_DEFLATE; /* raw deflate: our own header and trailer code */
+#else
         if (inflateInit2(&d->z, -15) != Z_OK) {
             kiln_decompress_free(d);
             return kiln_error_set(err, KILN_EINTERNAL, 0, "gzip: inflate init failed");
         }
         d->z_init = true;
+#endif
         d->ld = libdeflate_alloc_decompressor();
         if (!d->ld)
             d->ld_off = true;
@@ -756,8 +888,12 @@ void kiln_decompress_free(struct kiln_decompress *d)
         pthread_mutex_unlock(&d->mu);
         pthread_join(d->thread, NULL);
     }
+#ifdef KILN_HAVE_ISAL
+    free(d->isal);
+#else
     if (d->z_init)
         inflateEnd(&d->z);
+#endif
     if (d->ld)
         libdeflate_free_decompressor(d->ld);
     ZSTD_freeDCtx(d->zs);

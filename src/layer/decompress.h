@@ -17,8 +17,9 @@
  * gzip: one or more members (RFC 1952), each member's CRC-32 and size are
  * checked; bytes after the last member that do not start another member are
  * an error. Members that fit in one block are decoded with libdeflate, others
- * with zlib. zstd: one or more frames (skippable frames are skipped), window
- * up to 128 MiB (larger windows are refused: memory stays bounded).
+ * with ISA-L when kiln is built with it (libisal), else zlib. zstd: one or
+ * more frames (skippable frames are skipped), window up to 128 MiB (larger
+ * windows are refused: memory stays bounded).
  *
  *   struct kiln_decompress *d = NULL;
  *   if (kiln_decompress_open(&d, kiln_decompress_read_fd, &fd, NULL, err) < 0) ...
