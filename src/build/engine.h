@@ -96,7 +96,7 @@ struct kiln_build_result {
     size_t steps_cached;
     bool pushed;
     uint64_t pushed_bytes; /* bytes of the blobs uploaded by the push (not mounted or present) */
-    int step_status; /* exit status of a failed step (0 otherwise) */
+    int step_status;       /* exit status of a failed step (0 otherwise) */
 };
 
 /*

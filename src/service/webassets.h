@@ -13,7 +13,7 @@ struct kiln_web_asset {
     const char *content_type; /* "text/html; charset=utf-8" ... */
     const unsigned char *data;
     size_t len;
-    const char *etag;         /* "\"<sha256 prefix>\"" of the content */
+    const char *etag; /* "\"<sha256 prefix>\"" of the content */
 };
 
 /* The asset at `path` ("/" is "/index.html"), or NULL. */
