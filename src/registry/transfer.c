@@ -1283,6 +1283,26 @@ static int write_manifests(struct xfer *x, struct kiln_error **err)
     return 0;
 }
 
+/*
+ * A registry destination whose tag (or digest) already names the manifest
+ * being copied, with no extra tags to write: the copy has nothing to do. A
+ * registry only accepts a manifest whose blobs it holds, so they are not
+ * looked up one by one (a warm copy is then two requests instead of one
+ * per blob). Any doubt (an error, another digest) means the full copy.
+ */
+static bool dst_names_image(struct xfer *x)
+{
+    if (!x->dst.is_registry || (x->tags && x->tags[0]) || x->n_nodes == 0)
+        return false;
+    const struct mnode *top = &x->nodes[x->n_nodes - 1];
+    const char *ref = x->dst.ref.tag ? x->dst.ref.tag : top->digest;
+    struct kiln_registry_manifest have = {0};
+    int h = kiln_registry_manifest_head(x->dst.reg, x->dst.repo, ref, NULL, &have, NULL);
+    bool same = h == 1 && have.digest && strcmp(have.digest, top->digest) == 0;
+    kiln_registry_manifest_release(&have);
+    return same;
+}
+
 /* ---- sides ---------------------------------------------------------------------- */
 
 static int open_registry_side(struct xfer *x, struct side *s, int which, const char *ref,
@@ -1449,12 +1469,19 @@ static int transfer(const struct kiln_transfer_endpoint *src,
     }
     x.res.n_blobs = x.n_blobs;
     x.res.total_size = x.total_size;
-    rc = run_blobs(&x, err);
-    if (rc < 0)
-        goto out;
-    rc = write_manifests(&x, err);
-    if (rc < 0)
-        goto out;
+    if (dst_names_image(&x)) {
+        /* nothing to do: the destination already names this very manifest */
+        x.res.n_skipped = x.n_blobs;
+        emit(&x, KILN_TRANSFER_MANIFEST, NULL, &x.nodes[x.n_nodes - 1],
+             x.dst.ref.tag ? x.dst.ref.tag : x.nodes[x.n_nodes - 1].digest);
+    } else {
+        rc = run_blobs(&x, err);
+        if (rc < 0)
+            goto out;
+        rc = write_manifests(&x, err);
+        if (rc < 0)
+            goto out;
+    }
     if (ret) {
         struct mnode *top = &x.nodes[x.n_nodes - 1];
         *ret = x.res;

@@ -33,6 +33,10 @@
  *      share it needs not to end alone; smaller blobs move beside them.
  *      The first failure stops the others (transfers in flight are
  *      cancelled);
+ *   Before step 2, a registry destination whose tag (or digest) already
+ *      names the very manifest being copied, with no extra tags asked for,
+ *      ends the transfer: one HEAD, nothing written (a registry accepts a
+ *      manifest only when it holds its blobs);
  *   3. only when every blob is in place are the manifests written: the
  *      children of an index by digest, then the top manifest under the
  *      destination's tag (or digest), then under every extra tag. A failed

@@ -318,6 +318,15 @@ grep -v '^HEAD /v2/c/img/blobs/sha256:[0-9a-f]* 200$' "$T/log" |
 is "$(wc -l <"$T/other" | tr -d ' ')" 0 "a warm copy is only blob HEADs and manifest PUTs"
 [ -s "$T/other" ] && sed 's/^/#   /' "$T/other"
 is "$(grep -c '^HEAD' "$T/log")" 4 "one HEAD per blob"
+mark=$(log_mark "$B_DIR")
+run 0 "copy to a tag that already names the image" "$KILN" copy "$A/t/img:1" "$B/c/img:1"
+is "$(cat "$T/out")" "$IMG" "the same digest"
+contains "$T/err" "0 transferred (0 B), 4 already there, 0 mounted, 0 manifests" "nothing moves"
+# (logfmt quotes a URI only when it holds special characters: read both forms)
+tail -n +$((mark + 1)) "$B_DIR/registry.log" | grep 'http.response.status=' |
+    sed -n 's/.*http.request.method=\([A-Z]*\) .*http.request.uri="\{0,1\}\([^" ]*\)"\{0,1\} .*http.response.status=\([0-9]*\).*/\1 \2 \3/p' >"$T/log"
+is "$(cat "$T/log")" "HEAD /v2/c/img/manifests/1 200" \
+    "one manifest HEAD at the destination, no blob lookups, no PUT"
 
 run 0 "copy --all an index" "$KILN" copy --all "$A/t/multi:1" "$B/c/multi:1"
 is "$(cat "$T/out")" "sha256:$(sha <"$T/index.json")" "the index keeps its digest"
