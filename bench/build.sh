@@ -421,6 +421,8 @@ kiln_build() {
     CUR_PID=$!
     sampler_start "$4.rss" - "$CUR_PID"
     wait_cur
+    # the clock stops when kiln exits, not when the RSS sampler (0.1 s polls) notices
+    KILN_T1=$(now_ns)
     _rc=$RC
     sampler_wait
     [ "$_rc" -eq 0 ] || return "$_rc"
@@ -457,7 +459,7 @@ run_kiln() {
             fail kiln "run $_r $_name: kiln build" "$_log"
             break
         fi
-        _t1=$(now_ns)
+        _t1=$KILN_T1
         record kiln "$_name" "$_r" "$(secs "$_t0" "$_t1")"
         _k=$(read_kib "$_log.rss")
         if [ "$_k" -gt "$_rss" ]; then _rss=$_k; fi
@@ -575,23 +577,23 @@ run_buildah() {
         CUR_PID=$!
         sampler_start "$_dir/rss-bud" - "$CUR_PID"
         wait_cur
+        _t1=$(now_ns)
         sampler_wait
         if [ "$RC" -ne 0 ]; then
             fail buildah "run $_r $_name: buildah bud" "$_log"
             break
         fi
-        _t1=$(now_ns)
         "$BUILDAH" --root "$_dir/root" --runroot "$_dir/runroot" --storage-driver overlay \
             push --tls-verify=false --format docker "$_ref" </dev/null >>"$_log" 2>&1 &
         CUR_PID=$!
         sampler_start "$_dir/rss-push" - "$CUR_PID"
         wait_cur
+        _t2=$(now_ns)
         sampler_wait
         if [ "$RC" -ne 0 ]; then
             fail buildah "run $_r $_name: buildah push" "$_log"
             break
         fi
-        _t2=$(now_ns)
         record buildah "$_name" "$_r" "$(secs "$_t0" "$_t2")"
         record buildah "$_name-build" "$_r" "$(secs "$_t0" "$_t1")"
         record buildah "$_name-push" "$_r" "$(secs "$_t1" "$_t2")"

@@ -55,6 +55,7 @@ struct ctx {
     char *tail[KILN_BUILD_TAIL_LINES];
     size_t tail_next, tail_n;
     time_t last_pull_log;
+    pthread_mutex_t log_lock; /* on_log calls, pushed_bytes */
 };
 
 static void say(struct ctx *c, enum kiln_build_log kind, const char *fmt, ...)
@@ -71,7 +72,10 @@ static void say(struct ctx *c, enum kiln_build_log kind, const char *fmt, ...)
     va_end(ap);
     if (n < 0)
         return;
+    /* push threads and the download thread log too: one line at a time */
+    pthread_mutex_lock(&c->log_lock);
     c->o->on_log(c->o->userdata, kind, s, (size_t)n);
+    pthread_mutex_unlock(&c->log_lock);
     free(s);
 }
 
@@ -861,7 +865,9 @@ static int push_blob(struct ctx *c, struct kiln_registry *reg, const char *repo,
     r = kiln_registry_blob_push(reg, repo, digest, fd, have, NULL, err);
     if (r < 0)
         return kiln_error_prefix(err, "upload %s", digest);
+    pthread_mutex_lock(&c->log_lock);
     c->res->pushed_bytes += have;
+    pthread_mutex_unlock(&c->log_lock);
     char a[32];
     human_bytes(size, a);
     say(c, KILN_BUILD_LOG_INFO, "push %.12s: %s uploaded in %.2f s", short_digest(digest), a,
@@ -913,6 +919,73 @@ static int push_base(struct ctx *c, struct kiln_registry *reg, const struct kiln
     return r < 0 ? kiln_error_prefix(err, "copy the base layers") : 0;
 }
 
+/* One blob (or, with base set, the base layers) pushed by its own thread. */
+struct push_item {
+    struct ctx *c;
+    struct kiln_registry *reg;
+    const struct kiln_ref *t;
+    bool base;
+    const char *digest;
+    uint64_t size;
+    pthread_t th;
+    bool started;
+    int rc;
+    struct kiln_error *err;
+};
+
+static void *push_item_run(void *ud)
+{
+    struct push_item *it = ud;
+    it->rc = it->base ? push_base(it->c, it->reg, it->t, &it->err)
+                      : push_blob(it->c, it->reg, it->t->path, it->digest, it->size, &it->err);
+    return NULL;
+}
+
+/*
+ * The base layers, the step layers and the config, all at once (a thread
+ * each: a handful, and mostly HEADs answered in a millisecond, so the push
+ * costs the slowest one rather than their sum). The first failure wins.
+ */
+static int push_blobs(struct ctx *c, struct kiln_registry *reg, const struct kiln_ref *t,
+                      const char *config_digest, uint64_t config_size, struct kiln_error **err)
+{
+    size_t n = c->plan.n_steps + 2;
+    struct push_item *items = kiln_xcalloc(n, sizeof(*items));
+    for (size_t i = 0; i < n; i++) {
+        struct push_item *it = &items[i];
+        *it = (struct push_item){.c = c, .reg = reg, .t = t};
+        if (i == 0)
+            it->base = true;
+        else if (i <= c->plan.n_steps) {
+            it->digest = c->recs[i - 1].digest;
+            it->size = c->recs[i - 1].size;
+        } else {
+            it->digest = config_digest;
+            it->size = config_size;
+        }
+        it->started = pthread_create(&it->th, NULL, push_item_run, it) == 0;
+        if (!it->started)
+            push_item_run(it); /* no thread: do it here */
+    }
+    int r = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct push_item *it = &items[i];
+        if (it->started)
+            pthread_join(it->th, NULL);
+        if (it->rc < 0 && r >= 0) {
+            r = it->rc;
+            if (err) {
+                kiln_error_free(*err);
+                *err = it->err;
+                it->err = NULL;
+            }
+        }
+        kiln_error_free(it->err);
+    }
+    free(items);
+    return r;
+}
+
 static int push_image(struct ctx *c, const char *config_digest, uint64_t config_size,
                       const struct kiln_manifest *m, const struct kiln_buf *mbuf,
                       struct kiln_error **err)
@@ -942,11 +1015,7 @@ static int push_image(struct ctx *c, const char *config_digest, uint64_t config_
         }
     }
     if (r >= 0)
-        r = push_base(c, reg, &t, err);
-    for (size_t i = 0; r >= 0 && i < c->plan.n_steps; i++)
-        r = push_blob(c, reg, t.path, c->recs[i].digest, c->recs[i].size, err);
-    if (r >= 0)
-        r = push_blob(c, reg, t.path, config_digest, config_size, err);
+        r = push_blobs(c, reg, &t, config_digest, config_size, err);
     if (r >= 0)
         r = kiln_registry_manifest_put(reg, t.path, tag, kiln_manifest_media_type(m), mbuf->buf,
                                        mbuf->len, NULL, err);
@@ -1018,6 +1087,7 @@ static void ctx_init(struct ctx *c, const struct kiln_spec *s, const struct kiln
         .base_ref = KILN_REF_INIT,
     };
     static const struct kiln_registry_options defaults = {0};
+    pthread_mutex_init(&c->log_lock, NULL);
     c->base_ro = o->base_registry ? *o->base_registry : defaults;
     c->push_ro = o->push_registry ? *o->push_registry : defaults;
     if (o->cancelled) {
@@ -1051,6 +1121,7 @@ static void ctx_release(struct ctx *cp)
     free(c.init_dir);
     kiln_layerstore_free(c.ls);
     kiln_blobstore_free(c.bs);
+    pthread_mutex_destroy(&cp->log_lock);
 }
 
 int kiln_build_run(const struct kiln_spec *s, const struct kiln_build_options *o,
