@@ -9,6 +9,7 @@
 #include <stddef.h>
 
 #include "kiln/error.h"
+#include "util/strv.h"
 
 /* Exit codes, as documented in `kiln --help`. */
 #define KILN_EXIT_OK      0
@@ -60,6 +61,18 @@ int cli_read_file(const char *path, size_t max, char **ret, size_t *ret_len,
  * False for anything else or a value above 2^62.
  */
 bool cli_parse_size(const char *s, uint64_t *ret);
+
+/* kiln's state directory when neither --data-dir nor KILN_DATA_DIR says. */
+#define KILN_DEFAULT_DATA_DIR "/var/lib/kiln"
+
+/* The value of environment variable `a`, else of `b` (may be NULL); NULL when unset or empty. */
+const char *cli_env2(const char *a, const char *b);
+
+/*
+ * The hosts pip trusts: KILN_PIP_TRUSTED_HOST (space or comma separated), or,
+ * when it is unset, the host[:port] of an http:// index. Appended to ret.
+ */
+void cli_pip_trusted_hosts(const char *index_url, struct kiln_strv *ret);
 
 /* Print a command's help text to stdout. */
 void cli_print_help(const struct kiln_cmd *cmd);

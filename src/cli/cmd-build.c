@@ -9,8 +9,6 @@
 #include "cli/registry-config.h"
 #include "spec/revision.h"
 
-#define DEFAULT_DATA_DIR "/var/lib/kiln"
-
 static const char build_help[] =
     "usage: kiln build SPEC [--push] [--tag REF] [--verify] [--no-cache] [OPTIONS]\n"
     "\n"
@@ -30,7 +28,7 @@ static const char build_help[] =
     "  --no-cache           run every step, ignoring the step cache\n"
     "  --format docker|oci  manifest media types (docker, as PrimeHub pushed)\n"
     "  --data-dir DIR       kiln's store, caches and scratch space\n"
-    "                       (KILN_DATA_DIR, default " DEFAULT_DATA_DIR ")\n"
+    "                       (KILN_DATA_DIR, default " KILN_DEFAULT_DATA_DIR ")\n"
     "  --runtime NAME|PATH  the OCI runtime: runc or crun (KILN_RUNTIME; default:\n"
     "                       crun on a pure cgroup v2 host, else runc)\n"
     "  --step-timeout SECS  kill a step that runs longer (default: none)\n"
@@ -52,7 +50,7 @@ static const char verify_help[] =
     "layers are pulled into kiln's store and the checks run in an OCI runtime.\n"
     "Exit status 0 when ready, 1 when a check fails. Needs root.\n"
     "\n"
-    "  --data-dir DIR       kiln's store (KILN_DATA_DIR, default " DEFAULT_DATA_DIR ")\n"
+    "  --data-dir DIR       kiln's store (KILN_DATA_DIR, default " KILN_DEFAULT_DATA_DIR ")\n"
     "  --runtime NAME|PATH  runc or crun (KILN_RUNTIME)\n"
     "  --log FILE           append every line, with timestamps, to FILE\n"
     "\n"
@@ -102,37 +100,6 @@ static void on_log(void *ud, enum kiln_build_log kind, const char *line, size_t 
 static int cancelled(void *userdata)
 {
     return cli_registry_interrupted();
-}
-
-/* KILN_X, else PRIMEHUB_CUSTOM_IMAGE_X; NULL when unset or empty. */
-static const char *env2(const char *kiln, const char *primehub)
-{
-    const char *v = getenv(kiln);
-    if ((!v || !*v) && primehub)
-        v = getenv(primehub);
-    return v && *v ? v : NULL;
-}
-
-/* Trusted hosts from KILN_PIP_TRUSTED_HOST, or the host of an http:// index. */
-static void pip_trusted_hosts(const char *index, struct kiln_strv *ret)
-{
-    const char *v = getenv("KILN_PIP_TRUSTED_HOST");
-    if (v && *v) {
-        while (*v) {
-            size_t n = strcspn(v, " ,");
-            if (n > 0)
-                kiln_strv_push_take(ret, kiln_xstrndup(v, n));
-            v += n;
-            v += strspn(v, " ,");
-        }
-        return;
-    }
-    if (index && !strncmp(index, "http://", 7)) {
-        const char *h = index + 7;
-        size_t n = strcspn(h, "/?#");
-        if (n > 0)
-            kiln_strv_push_take(ret, kiln_xstrndup(h, n));
-    }
 }
 
 static bool parse_secs(const char *s, long *ret)
@@ -279,8 +246,8 @@ static int run_build(int argc, char **argv)
         } else {
             char rev[KILN_REVISION_LEN + 1];
             kiln_spec_revision(s, rev);
-            const char *prefix = env2("KILN_REPO_PREFIX", "PRIMEHUB_CUSTOM_IMAGE_REPO_PREFIX");
-            const char *repo = env2("KILN_PUSH_REPOSITORY", NULL);
+            const char *prefix = cli_env2("KILN_REPO_PREFIX", "PRIMEHUB_CUSTOM_IMAGE_REPO_PREFIX");
+            const char *repo = cli_env2("KILN_PUSH_REPOSITORY", NULL);
             if (!prefix && !repo) {
                 rc = cli_usage_error("build", "--push needs a target: give --tag REF, or set "
                                               "KILN_REPO_PREFIX or KILN_PUSH_REPOSITORY");
@@ -293,11 +260,12 @@ static int run_build(int argc, char **argv)
         }
     }
     if (!bo.data_dir)
-        bo.data_dir = env2("KILN_DATA_DIR", NULL) ? env2("KILN_DATA_DIR", NULL) : DEFAULT_DATA_DIR;
+        bo.data_dir = cli_env2("KILN_DATA_DIR", NULL) ? cli_env2("KILN_DATA_DIR", NULL)
+                                                      : KILN_DEFAULT_DATA_DIR;
     if (!bo.runtime)
-        bo.runtime = env2("KILN_RUNTIME", NULL);
-    bo.plan.pip_index_url = env2("KILN_PIP_INDEX_URL", NULL);
-    pip_trusted_hosts(bo.plan.pip_index_url, &trusted);
+        bo.runtime = cli_env2("KILN_RUNTIME", NULL);
+    bo.plan.pip_index_url = cli_env2("KILN_PIP_INDEX_URL", NULL);
+    cli_pip_trusted_hosts(bo.plan.pip_index_url, &trusted);
     bo.plan.pip_trusted_hosts = trusted.n ? (const char *const *)trusted.v : NULL;
     const char *sde = getenv("SOURCE_DATE_EPOCH");
     long long sdev = 0;
@@ -406,9 +374,10 @@ static int run_verify(int argc, char **argv)
     if (!strncmp(ref, "docker://", 9))
         ref += 9;
     if (!bo.data_dir)
-        bo.data_dir = env2("KILN_DATA_DIR", NULL) ? env2("KILN_DATA_DIR", NULL) : DEFAULT_DATA_DIR;
+        bo.data_dir = cli_env2("KILN_DATA_DIR", NULL) ? cli_env2("KILN_DATA_DIR", NULL)
+                                                      : KILN_DEFAULT_DATA_DIR;
     if (!bo.runtime)
-        bo.runtime = env2("KILN_RUNTIME", NULL);
+        bo.runtime = cli_env2("KILN_RUNTIME", NULL);
     out.quiet = cfg.quiet;
     struct kiln_registry_options ro;
     if (open_log(log_path, &out, &err) < 0 || cli_registry_config_finish(&cfg, &err) < 0 ||

@@ -8,8 +8,7 @@
 #include "store/blobstore.h"
 #include "store/layerstore.h"
 
-#define DEFAULT_DATA_DIR "/var/lib/kiln"
-#define DEFAULT_MAX      ((uint64_t)20 << 30)
+#define DEFAULT_MAX ((uint64_t)20 << 30)
 
 static const char gc_help[] =
     "usage: kiln gc [--max-size SIZE] [--layers-max-size SIZE] [--all] [OPTIONS]\n"
@@ -26,7 +25,7 @@ static const char gc_help[] =
     "  --layers-max-size SIZE  target size of the unpacked-layer store (default:\n"
     "                          the same as --max-size)\n"
     "  --all                   remove everything not in use (both targets 0)\n"
-    "  --data-dir DIR          kiln's data (KILN_DATA_DIR, default " DEFAULT_DATA_DIR ")\n"
+    "  --data-dir DIR          kiln's data (KILN_DATA_DIR, default " KILN_DEFAULT_DATA_DIR ")\n"
     "  -q, --quiet             print nothing\n";
 
 enum { OPT_MAX = 0x200, OPT_LAYERS_MAX, OPT_ALL, OPT_DATA_DIR };
@@ -84,7 +83,7 @@ static int run_gc(int argc, char **argv)
         return cli_usage_error("gc", "unexpected argument '%s'", argv[optind]);
     if (!data_dir) {
         const char *v = getenv("KILN_DATA_DIR");
-        data_dir = v && *v ? v : DEFAULT_DATA_DIR;
+        data_dir = v && *v ? v : KILN_DEFAULT_DATA_DIR;
     }
     if (!have_max) {
         const char *v = getenv("KILN_STORE_MAX_SIZE");

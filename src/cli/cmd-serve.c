@@ -22,7 +22,6 @@
 #include "util/sha256.h"
 #include "util/strv.h"
 
-#define DEFAULT_DATA_DIR    "/var/lib/kiln"
 #define DEFAULT_LISTEN      "127.0.0.1:8080"
 #define DEFAULT_JOB_TIMEOUT 7200
 #define DEFAULT_GRACE       30
@@ -45,7 +44,7 @@ static const char serve_help[] =
     "  --listen ADDR:PORT      where the API listens (default " DEFAULT_LISTEN ";\n"
     "                          port 0: a free port; IPv6 as [ADDR]:PORT)\n"
     "  --data-dir DIR          database, job logs (DIR/logs) and the build store\n"
-    "                          (KILN_DATA_DIR, default " DEFAULT_DATA_DIR ")\n"
+    "                          (KILN_DATA_DIR, default " KILN_DEFAULT_DATA_DIR ")\n"
     "  --workers N             builds at once (default 1)\n"
     "  --job-timeout SECS      fail a build running longer (default 7200)\n"
     "  --requeue-interrupted   queue again the jobs a killed kiln serve left Running\n"
@@ -97,12 +96,6 @@ static const char *env(const char *name)
     return v && *v ? v : NULL;
 }
 
-static const char *env2(const char *a, const char *b)
-{
-    const char *v = env(a);
-    return v ? v : env(b);
-}
-
 static bool parse_long(const char *s, long min, long max, long *ret)
 {
     char *end = NULL;
@@ -112,28 +105,6 @@ static bool parse_long(const char *s, long min, long max, long *ret)
         return false;
     *ret = v;
     return true;
-}
-
-/* Trusted hosts from KILN_PIP_TRUSTED_HOST, or the host of an http:// index. */
-static void pip_trusted_hosts(const char *index, struct kiln_strv *ret)
-{
-    const char *v = env("KILN_PIP_TRUSTED_HOST");
-    if (v) {
-        while (*v) {
-            size_t n = strcspn(v, " ,");
-            if (n > 0)
-                kiln_strv_push_take(ret, kiln_xstrndup(v, n));
-            v += n;
-            v += strspn(v, " ,");
-        }
-        return;
-    }
-    if (index && !strncmp(index, "http://", 7)) {
-        const char *h = index + 7;
-        size_t n = strcspn(h, "/?#");
-        if (n > 0)
-            kiln_strv_push_take(ret, kiln_xstrndup(h, n));
-    }
 }
 
 static void log_to_stderr(enum kiln_log_level level, const char *msg, void *userdata)
@@ -229,7 +200,7 @@ static int registry_setup(struct cli_registry_config *cfg, struct registry_setup
                           struct kiln_error **err)
 {
     memset(rs, 0, sizeof(*rs));
-    const char *prefix = env2("KILN_REPO_PREFIX", "PRIMEHUB_CUSTOM_IMAGE_REPO_PREFIX");
+    const char *prefix = cli_env2("KILN_REPO_PREFIX", "PRIMEHUB_CUSTOM_IMAGE_REPO_PREFIX");
     const char *push = env("KILN_PUSH_REPOSITORY");
     if (!cfg->endpoint_host && !prefix && !push)
         return 0;
@@ -384,7 +355,7 @@ static int run_serve(int argc, char **argv)
                                        : KILN_LOG_INFO);
 
     if (!data_opt)
-        data_opt = env("KILN_DATA_DIR") ? env("KILN_DATA_DIR") : DEFAULT_DATA_DIR;
+        data_opt = env("KILN_DATA_DIR") ? env("KILN_DATA_DIR") : KILN_DEFAULT_DATA_DIR;
     if (kiln_fs_mkdir_p_path(data_opt, 0700, NULL, &err) < 0) {
         kiln_error_prefix(&err, "data directory '%s'", data_opt);
         rc = cli_fail(err);
@@ -416,7 +387,7 @@ static int run_serve(int argc, char **argv)
                                     .source_date_epoch = -1};
     bo.runtime = runtime ? runtime : env("KILN_RUNTIME");
     bo.plan.pip_index_url = env("KILN_PIP_INDEX_URL");
-    pip_trusted_hosts(bo.plan.pip_index_url, &trusted);
+    cli_pip_trusted_hosts(bo.plan.pip_index_url, &trusted);
     bo.plan.pip_trusted_hosts = trusted.n ? (const char *const *)trusted.v : NULL;
     bo.base_registry = rs.rc.configured ? &rs.base_ro : NULL;
 

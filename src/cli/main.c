@@ -8,6 +8,35 @@
 #include "kiln/version.h"
 #include "util/buf.h"
 
+const char *cli_env2(const char *a, const char *b)
+{
+    const char *v = getenv(a);
+    if ((!v || !*v) && b)
+        v = getenv(b);
+    return v && *v ? v : NULL;
+}
+
+void cli_pip_trusted_hosts(const char *index_url, struct kiln_strv *ret)
+{
+    const char *v = cli_env2("KILN_PIP_TRUSTED_HOST", NULL);
+    if (v) {
+        while (*v) {
+            size_t n = strcspn(v, " ,");
+            if (n > 0)
+                kiln_strv_push_take(ret, kiln_xstrndup(v, n));
+            v += n;
+            v += strspn(v, " ,");
+        }
+        return;
+    }
+    if (index_url && !strncmp(index_url, "http://", 7)) {
+        const char *h = index_url + 7;
+        size_t n = strcspn(h, "/?#");
+        if (n > 0)
+            kiln_strv_push_take(ret, kiln_xstrndup(h, n));
+    }
+}
+
 bool cli_parse_size(const char *s, uint64_t *ret)
 {
     if (!s || *s < '0' || *s > '9')

@@ -147,12 +147,6 @@ static const char *env(const char *name)
     return v && *v ? v : NULL;
 }
 
-static const char *env2(const char *a, const char *b)
-{
-    const char *v = env(a);
-    return v ? v : env(b);
-}
-
 char *cli_registry_endpoint_host(const char *endpoint)
 {
     if (!endpoint)
@@ -224,13 +218,13 @@ int cli_registry_config_finish(struct cli_registry_config *c, struct kiln_error 
         proxy = env(proxies[i]);
     if (proxy) {
         c->proxy = kiln_xstrdup(proxy);
-        const char *np = env2("no_proxy", "NO_PROXY");
+        const char *np = cli_env2("no_proxy", "NO_PROXY");
         c->no_proxy = kiln_xasprintf("%s%slocalhost,127.0.0.1,::1", np ? np : "", np ? "," : "");
     }
     const char *tmp = env("TMPDIR");
     c->spool_dir = kiln_xstrdup(tmp ? tmp : "/var/tmp");
 
-    const char *ep = env2("KILN_REGISTRY_ENDPOINT", "PRIMEHUB_CUSTOM_IMAGE_REGISTRY_ENDPOINT");
+    const char *ep = cli_env2("KILN_REGISTRY_ENDPOINT", "PRIMEHUB_CUSTOM_IMAGE_REGISTRY_ENDPOINT");
     if (ep) {
         c->endpoint_host = cli_registry_endpoint_host(ep);
         if (!c->endpoint_host)
@@ -302,8 +296,10 @@ int cli_registry_options(struct cli_registry_config *c, const char *ref,
     if (c->authfile)
         rc = lookup_file(c, host, &found, err);
     if (rc == 0 && c->endpoint_host && strcmp(c->endpoint_host, host) == 0) {
-        const char *u = env2("KILN_REGISTRY_USERNAME", "PRIMEHUB_CUSTOM_IMAGE_REGISTRY_USERNAME");
-        const char *p = env2("KILN_REGISTRY_PASSWORD", "PRIMEHUB_CUSTOM_IMAGE_REGISTRY_PASSWORD");
+        const char *u =
+            cli_env2("KILN_REGISTRY_USERNAME", "PRIMEHUB_CUSTOM_IMAGE_REGISTRY_USERNAME");
+        const char *p =
+            cli_env2("KILN_REGISTRY_PASSWORD", "PRIMEHUB_CUSTOM_IMAGE_REGISTRY_PASSWORD");
         if (u || p) {
             found.username = u ? kiln_xstrdup(u) : NULL;
             found.password = p ? kiln_xstrdup(p) : NULL;
