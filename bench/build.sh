@@ -27,6 +27,12 @@
 #   BENCH_KEEP=1          keep the scratch directory (logs, Dockerfiles)
 #   TMPDIR                scratch space: builders' stores, the registry, the
 #                         base image (~5 GB; default /var/tmp)
+#   BENCH_FS=loop|none    where each run's store goes: loop (default: a fresh
+#                         ext4 file system made for that one run, a sparse
+#                         image in the scratch directory mounted with -o loop,
+#                         unmounted and deleted after it) or none (a directory
+#                         in the scratch directory)
+#   BENCH_SETTLE=SECONDS  pause after each run's clean-up (default 3)
 #
 # The workload, the same for every builder: a loopback docker-registry
 # (tests/integration/lib/registry.sh) holding the JupyterHub base image
@@ -43,7 +49,11 @@
 #          dockerd is started before the clock starts), build spec A + push
 #   noop   build spec A again + push (everything cached)
 #   pip    build spec B + push (only the pip step changes)
-# then the store is deleted. Each run pushes to its own repository
+# then the store is deleted. With BENCH_FS=loop (the default) every run of
+# every builder starts on a file system of its own, made just before it: an
+# earlier run's deletions (hundreds of thousands of files) cannot slow down
+# the next one's file creation, which made cold builds on a shared ext4 vary
+# by a factor of 1.5. Each run pushes to its own repository
 # (bench/BUILDER-rN:cold|noop|pip), so no run finds its layers in the registry
 # from an earlier one; every builder finds the base there. Times are wall
 # clock (date +%s%N) of build + push; `sync` runs before each. Every push is
@@ -218,6 +228,40 @@ trap 'bench_cleanup' EXIT
 trap 'bench_cleanup; exit 130' INT
 trap 'bench_cleanup; exit 143' TERM
 trap 'bench_cleanup; exit 129' HUP
+
+# ---- a fresh file system per run ------------------------------------------------------
+
+BENCH_FS=${BENCH_FS:-loop}
+BENCH_SETTLE=${BENCH_SETTLE:-3}
+case $BENCH_FS in loop | none) ;; *) die "BENCH_FS must be loop or none" ;; esac
+case $BENCH_SETTLE in '' | *[!0-9]*) die "BENCH_SETTLE must be a number of seconds" ;; esac
+
+# fs_fresh DIR: DIR is an empty directory; with BENCH_FS=loop, the root of a
+# new ext4 file system (inode tables written now, not by ext4lazyinit during
+# the run). Falls back to a plain directory, with a note, when that fails.
+fs_fresh() {
+    rm -rf "$1"
+    mkdir -p "$1"
+    [ "$BENCH_FS" = loop ] || return 0
+    if truncate -s 32G "$1.img" &&
+        mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$1.img" >"$1.mkfs.log" 2>&1 &&
+        mount -o loop "$1.img" "$1" 2>>"$1.mkfs.log"; then
+        rm -f "$1.mkfs.log"
+        return 0
+    fi
+    note "cannot make a loop-mounted ext4 file system for $1 ($(tail -n 1 "$1.mkfs.log" 2>/dev/null)): a plain directory"
+    rm -f "$1.img"
+}
+
+# fs_drop DIR: unmounts whatever is at or below DIR, removes it (and its
+# image), syncs and pauses BENCH_SETTLE seconds.
+fs_drop() {
+    umount_under "$1"
+    rm -rf "$1"
+    rm -f "$1.img"
+    sync
+    sleep "$BENCH_SETTLE"
+}
 
 # ---- measuring ----------------------------------------------------------------------
 
@@ -445,8 +489,7 @@ run_kiln() {
     _data=$SCRATCH/kiln-r$_r
     _repo=bench/kiln-r$_r
     _rss=0
-    rm -rf "$_data"
-    mkdir -p "$_data"
+    fs_fresh "$_data"
     for _sc in cold:a noop:a pip:b; do
         _name=${_sc%%:*}
         _spec=${_sc#*:}
@@ -468,8 +511,7 @@ run_kiln() {
         say "  kiln     run $_r $_name $(secs "$_t0" "$_t1") s, kiln $((_k / 1024)) MiB"
     done
     record kiln rss "$_r" "$_rss"
-    umount_under "$_data"
-    rm -rf "$_data"
+    fs_drop "$_data"
 }
 
 # docker_cmd ARGS...: Debian's docker client against our dockerd.
@@ -510,7 +552,8 @@ run_buildkit() {
     _r=$1
     _dir=$SCRATCH/docker-r$_r
     _repo=bench/buildkit-r$_r
-    dockerd_start "$_dir" || return 0
+    fs_fresh "$_dir"
+    dockerd_start "$_dir" || { fs_drop "$_dir"; return 0; }
     sampler_start "$_dir/rss" dockerd,containerd "$DOCKERD_PID"
     for _sc in cold:a noop:a pip:b; do
         _name=${_sc%%:*}
@@ -551,8 +594,7 @@ run_buildkit() {
     record buildkit rss "$_r" "$(read_kib "$_dir/rss")"
     cp "$_dir/dockerd.log" "$LOGS/dockerd-r$_r.log" 2>/dev/null || true
     dockerd_stop
-    umount_under "$_dir"
-    rm -rf "$_dir"
+    fs_drop "$_dir"
 }
 
 run_buildah() {
@@ -560,6 +602,7 @@ run_buildah() {
     _dir=$SCRATCH/buildah-r$_r
     _repo=bench/buildah-r$_r
     _rss=0
+    fs_fresh "$_dir"
     mkdir -p "$_dir/root" "$_dir/runroot"
     for _sc in cold:a noop:a pip:b; do
         _name=${_sc%%:*}
@@ -606,8 +649,7 @@ run_buildah() {
         say "  buildah  run $_r $_name $(secs "$_t0" "$_t2") s (build $(secs "$_t0" "$_t1") + push $(secs "$_t1" "$_t2"))"
     done
     record buildah rss "$_r" "$_rss"
-    umount_under "$_dir"
-    rm -rf "$_dir"
+    fs_drop "$_dir"
 }
 
 # ---- which builders run --------------------------------------------------------------

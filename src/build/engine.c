@@ -41,6 +41,7 @@ struct ctx {
     char *init_dir; /* mount points for the runtime, on top of the lower dirs */
     /* registries */
     struct kiln_registry_options base_ro, push_ro;
+    struct kiln_http *http; /* shared by base_ro and (same options) push_ro, or NULL */
     struct kiln_ref base_ref;
     char *base_repo_ref; /* domain/path, for transfers */
     struct kiln_registry *base_reg;
@@ -195,11 +196,59 @@ static void clean_dead_builds(struct ctx *c, int builds_fd)
     kiln_strv_release(&dead);
 }
 
+static bool strv_equal(const char *const *a, const char *const *b)
+{
+    size_t i = 0;
+    for (; a && b && a[i] && b[i]; i++)
+        if (strcmp(a[i], b[i]))
+            return false;
+    return (!a || !a[i]) && (!b || !b[i]);
+}
+
+static bool str_equal(const char *a, const char *b)
+{
+    return (!a || !*a) ? (!b || !*b) : (b && !strcmp(a, b));
+}
+
+static bool http_options_equal(const struct kiln_http_options *a,
+                               const struct kiln_http_options *b)
+{
+    return strv_equal(a->insecure, b->insecure) && str_equal(a->ca_file, b->ca_file) &&
+           str_equal(a->user_agent, b->user_agent) && str_equal(a->proxy, b->proxy) &&
+           str_equal(a->no_proxy, b->no_proxy) && strv_equal(a->resolve, b->resolve) &&
+           a->connect_timeout_ms == b->connect_timeout_ms && a->stall_time_s == b->stall_time_s &&
+           a->stall_speed == b->stall_speed && a->max_attempts == b->max_attempts &&
+           a->retry_max_ms == b->retry_max_ms && a->backoff_base_ms == b->backoff_base_ms &&
+           a->backoff_max_ms == b->backoff_max_ms;
+}
+
+/*
+ * One HTTP context for the whole build (base inspect, base layers, push),
+ * when the caller gave none: its connections, and what it learnt about each
+ * registry (plain http or https), serve every request. The push shares it
+ * only when its HTTP options are the base's.
+ */
+static int share_http(struct ctx *c, struct kiln_error **err)
+{
+    if (c->base_ro.shared_http)
+        return 0;
+    int r = kiln_http_new(&c->base_ro.http, &c->http, err);
+    if (r < 0)
+        return r;
+    c->base_ro.shared_http = c->http;
+    if (!c->push_ro.shared_http && http_options_equal(&c->push_ro.http, &c->base_ro.http))
+        c->push_ro.shared_http = c->http;
+    return 0;
+}
+
 static int open_state(struct ctx *c, struct kiln_error **err)
 {
     const char *dd = c->o->data_dir;
     if (!dd || !*dd)
         return kiln_error_set(err, KILN_EINVAL, 0, "build: no data directory");
+    int hr = share_http(c, err);
+    if (hr < 0)
+        return hr;
     c->store_dir = kiln_xasprintf("%s/store", dd);
     c->steps_dir = kiln_xasprintf("%s/cache/steps", dd);
     c->builds_dir = kiln_xasprintf("%s/builds", dd);
@@ -999,30 +1048,43 @@ static int push_image(struct ctx *c, const char *config_digest, uint64_t config_
     say(c, KILN_BUILD_LOG_INFO, "push %s", c->o->target);
     r = kiln_registry_new(t.domain, &c->push_ro, &reg, err);
     const char *tag = t.tag ? t.tag : t.digest;
-    if (r >= 0 && !c->o->extra_tags) {
-        /* the tag already names this very manifest (a no-op rebuild): its blobs are there */
-        struct kiln_registry_manifest have = {0};
-        int h = kiln_registry_manifest_head(reg, t.path, tag, NULL, &have, NULL);
-        bool same = h == 1 && have.digest && !strcmp(have.digest, c->res->manifest_digest);
+    /*
+     * A registry holding the manifest in this repository holds its blobs (it
+     * refuses a manifest PUT naming a missing blob): a no-op rebuild, or the
+     * same image under another tag, is then one HEAD and the tag PUTs. Should
+     * the PUT still fail, the blobs are pushed and it is tried again.
+     */
+    bool there = false;
+    if (r >= 0) {
+        struct kiln_registry_manifest have = KILN_REGISTRY_MANIFEST_INIT;
+        there = kiln_registry_manifest_head(reg, t.path, c->res->manifest_digest, NULL, &have,
+                                            NULL) == 1;
         kiln_registry_manifest_release(&have);
-        if (same) {
-            c->res->pushed = true;
-            say(c, KILN_BUILD_LOG_INFO, "%s already names this image: nothing to push",
-                c->o->target);
-            kiln_registry_free(reg);
-            kiln_ref_release(&t);
-            return 0;
+        if (there)
+            say(c, KILN_BUILD_LOG_INFO, "%s/%s already has this image: tagging only", t.domain,
+                t.path);
+    }
+    for (int pass = there ? 0 : 1; r >= 0 && pass < 2; pass++) {
+        if (pass == 1)
+            r = push_blobs(c, reg, &t, config_digest, config_size, err);
+        if (r >= 0)
+            r = kiln_registry_manifest_put(reg, t.path, tag, kiln_manifest_media_type(m),
+                                           mbuf->buf, mbuf->len, NULL, err);
+        for (size_t i = 0; r >= 0 && c->o->extra_tags && c->o->extra_tags[i]; i++)
+            r = kiln_registry_manifest_put(reg, t.path, c->o->extra_tags[i],
+                                           kiln_manifest_media_type(m), mbuf->buf, mbuf->len,
+                                           NULL, err);
+        if (r >= 0)
+            break;
+        if (pass == 0 && r != -KILN_ECANCELLED) {
+            say(c, KILN_BUILD_LOG_INFO, "tagging failed (%s): pushing the blobs",
+                err && *err ? (*err)->msg : "?");
+            kiln_error_free(err ? *err : NULL);
+            if (err)
+                *err = NULL;
+            r = 0;
         }
     }
-    if (r >= 0)
-        r = push_blobs(c, reg, &t, config_digest, config_size, err);
-    if (r >= 0)
-        r = kiln_registry_manifest_put(reg, t.path, tag, kiln_manifest_media_type(m), mbuf->buf,
-                                       mbuf->len, NULL, err);
-    for (size_t i = 0; r >= 0 && c->o->extra_tags && c->o->extra_tags[i]; i++)
-        r = kiln_registry_manifest_put(reg, t.path, c->o->extra_tags[i],
-                                       kiln_manifest_media_type(m), mbuf->buf, mbuf->len, NULL,
-                                       err);
     if (r >= 0) {
         c->res->pushed = true;
         say(c, KILN_BUILD_LOG_INFO, "pushed %s in %.2f s", c->o->target, now_s() - t0);
@@ -1107,6 +1169,7 @@ static void ctx_release(struct ctx *cp)
     remove_build_dir(&c);
     tail_reset(&c);
     kiln_registry_free(c.base_reg);
+    kiln_http_free(c.http);
     kiln_image_info_release(&c.info);
     kiln_ref_release(&c.base_ref);
     kiln_plan_release(&c.plan);
