@@ -210,8 +210,7 @@ static bool str_equal(const char *a, const char *b)
     return (!a || !*a) ? (!b || !*b) : (b && !strcmp(a, b));
 }
 
-static bool http_options_equal(const struct kiln_http_options *a,
-                               const struct kiln_http_options *b)
+static bool http_options_equal(const struct kiln_http_options *a, const struct kiln_http_options *b)
 {
     return strv_equal(a->insecure, b->insecure) && str_equal(a->ca_file, b->ca_file) &&
            str_equal(a->user_agent, b->user_agent) && str_equal(a->proxy, b->proxy) &&
@@ -1068,12 +1067,12 @@ static int push_image(struct ctx *c, const char *config_digest, uint64_t config_
         if (pass == 1)
             r = push_blobs(c, reg, &t, config_digest, config_size, err);
         if (r >= 0)
-            r = kiln_registry_manifest_put(reg, t.path, tag, kiln_manifest_media_type(m),
-                                           mbuf->buf, mbuf->len, NULL, err);
+            r = kiln_registry_manifest_put(reg, t.path, tag, kiln_manifest_media_type(m), mbuf->buf,
+                                           mbuf->len, NULL, err);
         for (size_t i = 0; r >= 0 && c->o->extra_tags && c->o->extra_tags[i]; i++)
             r = kiln_registry_manifest_put(reg, t.path, c->o->extra_tags[i],
-                                           kiln_manifest_media_type(m), mbuf->buf, mbuf->len,
-                                           NULL, err);
+                                           kiln_manifest_media_type(m), mbuf->buf, mbuf->len, NULL,
+                                           err);
         if (r >= 0)
             break;
         if (pass == 0 && r != -KILN_ECANCELLED) {
