@@ -60,7 +60,8 @@
 # checked (the registry serves the tag, with at least 3 layers) and so is
 # pip's use of the wheelhouse (its request log).
 #
-# Peak RSS (VmHWM, sampled from /proc every 0.1 s) of the builder itself, not
+# Peak RSS (VmHWM, sampled from /proc every 0.1 s by a Python sampler that is
+# started, and up, before the clock starts) of the builder itself, not
 # of the apt and pip processes the builds run: kiln = the `kiln build`
 # process; BuildKit = dockerd (BuildKit runs inside it) + the containerd it
 # starts, over the whole run; buildah = the `buildah bud` / `buildah push`
@@ -276,11 +277,18 @@ cat >"$SCRATCH/rss.py" <<'EOF'
 # rss.py OUT COMMS ROOT...: every 0.1 s, the sum of VmHWM (KiB) over the roots
 # and, when COMMS is not "-", their descendants whose comm is in COMMS
 # (comma-separated); the largest sum so far is rewritten to OUT. Ends when no
-# root is alive (a zombie has no VmHWM) or on SIGTERM.
+# root is alive (a zombie has no VmHWM) or on SIGTERM. ROOT "@FIFO": creates
+# OUT.ready once started, then reads the root pids from FIFO, so that the
+# interpreter's start-up is over before the measured command starts.
 import os, signal, sys, time
-out, comms, roots = sys.argv[1], sys.argv[2], [int(p) for p in sys.argv[3:]]
+out, comms, roots = sys.argv[1], sys.argv[2], sys.argv[3:]
 comms = None if comms == "-" else set(comms.split(","))
 signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+if len(roots) == 1 and roots[0].startswith("@"):
+    open(out + ".ready", "w").close()
+    with open(roots[0][1:]) as f:
+        roots = f.read().split()
+roots = [int(p) for p in roots]
 peak, best = {}, -1
 
 def hwm(pid):
@@ -339,6 +347,25 @@ sampler_start() {
     "$PY" "$SCRATCH/rss.py" "$@" </dev/null >/dev/null 2>&1 &
     SAMPLER_PIDS="$SAMPLER_PIDS $!"
     SAMPLER_PID=$!
+}
+# sampler_ready OUT COMMS: starts rss.py and waits until Python is up; the
+# pids to watch go to sampler_go later. Used for commands that last tens of
+# milliseconds (a no-op rebuild), whose clock must not include a Python
+# interpreter starting on the other CPU.
+sampler_ready() {
+    rm -f "$1" "$1.ready" "$1.fifo"
+    mkfifo "$1.fifo"
+    sampler_start "$1" "$2" "@$1.fifo"
+    _n=0
+    while [ ! -e "$1.ready" ] && [ "$_n" -lt 100 ]; do
+        sleep 0.02
+        _n=$((_n + 1))
+    done
+}
+sampler_go() { # OUT PID...
+    _f=$1.fifo
+    shift
+    echo "$@" >"$_f"
 }
 # sampler_wait: waits for the last sampler (its roots have ended).
 sampler_wait() {
@@ -463,7 +490,7 @@ kiln_build() {
         "$KILN" build "$1" --push --tag "$2" --data-dir "$3" \
         --insecure-registry "$REGISTRY" $KILN_BUILD_ARGS </dev/null >"$4.out" 2>"$4" &
     CUR_PID=$!
-    sampler_start "$4.rss" - "$CUR_PID"
+    sampler_go "$4.rss" "$CUR_PID"
     wait_cur
     # the clock stops when kiln exits, not when the RSS sampler (0.1 s polls) notices
     KILN_T1=$(now_ns)
@@ -496,6 +523,7 @@ run_kiln() {
         _ver=$(spec_version "$_spec")
         _log=$LOGS/kiln-r$_r-$_name.log
         _gets=$(wheel_gets "$_ver")
+        sampler_ready "$_log.rss" -
         sync
         _t0=$(now_ns)
         if ! kiln_build "$SCRATCH/spec-$_spec.yaml" "$REGISTRY/$_repo:$_name" "$_data" "$_log"; then
@@ -611,6 +639,7 @@ run_buildah() {
         _log=$LOGS/buildah-r$_r-$_name.log
         _ref=$REGISTRY/$_repo:$_name
         _gets=$(wheel_gets "$_ver")
+        sampler_ready "$_dir/rss-bud" -
         sync
         _t0=$(now_ns)
         "$BUILDAH" --root "$_dir/root" --runroot "$_dir/runroot" --storage-driver overlay \
@@ -618,7 +647,7 @@ run_buildah() {
             --build-arg "PIP_INDEX_URL=$WHEELHOUSE_URL" --build-arg "PIP_TRUSTED_HOST=$WHEELHOUSE" \
             -t "$_ref" "$SCRATCH/ctx-$_spec" </dev/null >"$_log" 2>&1 &
         CUR_PID=$!
-        sampler_start "$_dir/rss-bud" - "$CUR_PID"
+        sampler_go "$_dir/rss-bud" "$CUR_PID"
         wait_cur
         _t1=$(now_ns)
         sampler_wait
@@ -626,10 +655,13 @@ run_buildah() {
             fail buildah "run $_r $_name: buildah bud" "$_log"
             break
         fi
+        # the clock pauses while the push's sampler starts
+        sampler_ready "$_dir/rss-push" -
+        _t1b=$(now_ns)
         "$BUILDAH" --root "$_dir/root" --runroot "$_dir/runroot" --storage-driver overlay \
             push --tls-verify=false --format docker "$_ref" </dev/null >>"$_log" 2>&1 &
         CUR_PID=$!
-        sampler_start "$_dir/rss-push" - "$CUR_PID"
+        sampler_go "$_dir/rss-push" "$CUR_PID"
         wait_cur
         _t2=$(now_ns)
         sampler_wait
@@ -637,6 +669,7 @@ run_buildah() {
             fail buildah "run $_r $_name: buildah push" "$_log"
             break
         fi
+        _t2=$((_t2 - (_t1b - _t1)))
         record buildah "$_name" "$_r" "$(secs "$_t0" "$_t2")"
         record buildah "$_name-build" "$_r" "$(secs "$_t0" "$_t1")"
         record buildah "$_name-push" "$_r" "$(secs "$_t1" "$_t2")"
@@ -725,7 +758,10 @@ def peak(b):
 def cell(x, unit):
     if x is None:
         return "n/a"
-    return "%.2f s" % x if unit == "s" else "%.1f MiB" % x
+    return "%s s" % sec(x) if unit == "s" else "%.1f MiB" % x
+
+def sec(x):
+    return "%.3f" % x if x < 1 else "%.2f" % x
 
 def ratio(a, b):
     return a / b if a is not None and b else None
@@ -765,9 +801,9 @@ for b in builders:
         bl, pu = vals.get((b, key + "-build"), []), vals.get((b, key + "-push"), [])
         lay = vals.get((b, key + "-layers"), [])
         if bl and len(bl) == len(tot):
-            txt = "  ".join("%.2f (%.2f + %.2f)" % t for t in zip(tot, bl, pu))
+            txt = "  ".join("%s (%s + %s)" % tuple(sec(v) for v in t) for t in zip(tot, bl, pu))
         else:
-            txt = "  ".join("%.2f" % t for t in tot)
+            txt = "  ".join(sec(t) for t in tot)
         print("  %-8s %-4s %s   layers %s" % (b, key, txt or "-", ",".join("%d" % l for l in lay) or "-"))
         steps = [(st, vals.get((b, key + "-" + st), [])) for st in ("from", "apt", "pip")]
         if any(v for _, v in steps):

@@ -18,6 +18,7 @@
 #include "build/verify.h"
 #include "layer/pack.h"
 #include "oci/config.h"
+#include "oci/mediatype.h"
 #include "oci/reference.h"
 #include "registry/transfer.h"
 #include "spec/revision.h"
@@ -42,6 +43,7 @@ struct ctx {
     /* registries */
     struct kiln_registry_options base_ro, push_ro;
     struct kiln_http *http; /* shared by base_ro and (same options) push_ro, or NULL */
+    char *schemes_text;     /* DATA/cache/http-schemes as read, or NULL */
     struct kiln_ref base_ref;
     char *base_repo_ref; /* domain/path, for transfers */
     struct kiln_registry *base_reg;
@@ -240,6 +242,90 @@ static int share_http(struct ctx *c, struct kiln_error **err)
     return 0;
 }
 
+/*
+ * DATA/cache/http-schemes: "HOST[:PORT] plain" lines naming the insecure
+ * registries that spoke plain http to an earlier build, handed to the HTTP
+ * context as hints (kiln_http_scheme_hint()) so that a loopback registry
+ * costs no TLS attempt per build (~5 ms of a ~20 ms no-op rebuild). Only a
+ * hint: a registry that has moved to TLS is found out on its first answer.
+ * Written back, atomically, when this build learnt something new.
+ */
+#define SCHEMES_FILE "http-schemes"
+#define SCHEMES_MAX  (16 * 1024)
+
+static bool hostport_ok(const char *s, size_t n)
+{
+    if (n == 0 || n > 255)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == '-' || s[i] == ':' ||
+              s[i] == '[' || s[i] == ']'))
+            return false;
+    return true;
+}
+
+static void load_scheme_hints(struct ctx *c, const char *cache_dir)
+{
+    if (!c->http)
+        return;
+    _cleanup_free_ char *path = kiln_xasprintf("%s/" SCHEMES_FILE, cache_dir);
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    char *text = kiln_xmalloc(SCHEMES_MAX + 1);
+    size_t len = 0;
+    for (;;) {
+        ssize_t n = read(fd, text + len, SCHEMES_MAX - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        if (len == SCHEMES_MAX)
+            break;
+    }
+    text[len] = '\0';
+    c->schemes_text = text;
+    for (char *line = text; *line;) {
+        char *nl = strchr(line, '\n');
+        size_t n = nl ? (size_t)(nl - line) : strlen(line);
+        const char *sp = memchr(line, ' ', n);
+        if (sp && n - (size_t)(sp - line) == 6 && !memcmp(sp, " plain", 6) &&
+            hostport_ok(line, (size_t)(sp - line))) {
+            _cleanup_free_ char *hp = kiln_xstrndup(line, (size_t)(sp - line));
+            kiln_http_scheme_hint(c->http, hp, true);
+        }
+        if (!nl)
+            break;
+        line = nl + 1;
+    }
+}
+
+static void add_scheme_line(void *ud, const char *hostport)
+{
+    struct kiln_buf *b = ud;
+    if (hostport_ok(hostport, strlen(hostport)) && b->len < SCHEMES_MAX - 300)
+        kiln_buf_addf(b, "%s plain\n", hostport);
+}
+
+static void save_scheme_hints(struct ctx *c)
+{
+    if (!c->http || !c->steps_dir)
+        return;
+    struct kiln_buf b = KILN_BUF_INIT;
+    kiln_http_schemes_plain(c->http, add_scheme_line, &b);
+    const char *old = c->schemes_text ? c->schemes_text : "";
+    const char *now = b.buf ? b.buf : "";
+    if (strcmp(old, now) != 0) {
+        _cleanup_free_ char *cache_dir = kiln_xasprintf("%s/cache", c->o->data_dir);
+        _cleanup_close_ int dfd = open(cache_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0)
+            (void)kiln_fs_write_atomic(dfd, SCHEMES_FILE, now, strlen(now), 0644, NULL);
+    }
+    kiln_buf_release(&b);
+}
+
 static int open_state(struct ctx *c, struct kiln_error **err)
 {
     const char *dd = c->o->data_dir;
@@ -258,6 +344,8 @@ static int open_state(struct ctx *c, struct kiln_error **err)
         (r = kiln_blobstore_open(c->store_dir, 0, &c->bs, err)) < 0 ||
         (r = kiln_layerstore_open(c->store_dir, 0, &c->ls, err)) < 0)
         return kiln_error_prefix(err, "open kiln's data directory '%s'", dd);
+    _cleanup_free_ char *cache_dir = kiln_xasprintf("%s/cache", dd);
+    load_scheme_hints(c, cache_dir);
     return 0;
 }
 
@@ -292,13 +380,85 @@ static void remove_build_dir(struct ctx *c)
 
 /* ---- the base image ------------------------------------------------------------- */
 
+static int config_sink(void *ud, const void *data, size_t len, struct kiln_error **err)
+{
+    struct kiln_buf *b = ud;
+    if (kiln_buf_add(b, data, len) < 0)
+        return kiln_buf_finish(b, "config blob", err);
+    return 0;
+}
+
+/* Read a blob of the store into b (at most b's maximum). */
+static int read_stored(int fd, struct kiln_buf *b, uint64_t size)
+{
+    char chunk[16384];
+    uint64_t got = 0;
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof(chunk));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            break;
+        if (kiln_buf_add(b, chunk, (size_t)n) < 0)
+            return -1;
+        got += (uint64_t)n;
+    }
+    return got == size ? 0 : -1;
+}
+
+/*
+ * The base's config: from the blob store when an earlier build kept it (it
+ * is content-addressed and was checked when stored), else from the registry
+ * (digest and size checked while streaming) and then kept.
+ */
+static int base_config(struct ctx *c, struct kiln_error **err)
+{
+    const struct kiln_descriptor *d = &c->info.manifest.config;
+    if (d->size < 0 || (uint64_t)d->size > KILN_IMAGE_CONFIG_MAX_SIZE)
+        return kiln_error_set(err, KILN_ETOOBIG, 0, "config %s: %lld bytes, more than %zu",
+                              d->digest, (long long)d->size, KILN_IMAGE_CONFIG_MAX_SIZE);
+    if (d->media_type && strcmp(d->media_type, KILN_MT_OCI_CONFIG) != 0 &&
+        strcmp(d->media_type, KILN_MT_DOCKER_CONFIG) != 0)
+        return 0; /* not an image: the caller says so */
+    _cleanup_(kiln_buf_release) struct kiln_buf b = KILN_BUF_INIT;
+    kiln_buf_init(&b, KILN_IMAGE_CONFIG_MAX_SIZE);
+    bool stored = false;
+    uint64_t have = 0;
+    int fd = kiln_blobstore_open_blob(c->bs, d->digest, &have, NULL);
+    if (fd >= 0) {
+        stored = have == (uint64_t)d->size && read_stored(fd, &b, have) == 0;
+        close(fd);
+        if (!stored)
+            kiln_buf_reset(&b);
+    }
+    if (!stored) {
+        if (!c->base_reg) {
+            int r = kiln_registry_new(c->base_ref.domain, &c->base_ro, &c->base_reg, err);
+            if (r < 0)
+                return r;
+        }
+        int r = kiln_registry_blob_get(c->base_reg, c->base_ref.path, d->digest, d->size,
+                                       config_sink, &b, NULL, err);
+        if (r < 0)
+            return kiln_error_prefix(err, "config %s", d->digest);
+        (void)kiln_blobstore_put(c->bs, b.buf, b.len, d->digest, NULL, NULL);
+    }
+    c->info.config_raw = kiln_buf_detach(&b, &c->info.config_len);
+    int r = kiln_image_config_parse(c->info.config_raw, c->info.config_len, &c->info.config, err);
+    return r < 0 ? kiln_error_prefix(err, "config %s", d->digest) : 0;
+}
+
 static int resolve_base(struct ctx *c, const char *image, struct kiln_error **err)
 {
     int r = kiln_ref_parse_normalized(image, &c->base_ref, err);
     if (r < 0)
         return kiln_error_prefix(err, "image '%s'", image);
     say(c, KILN_BUILD_LOG_INFO, "resolve %s", image);
-    r = kiln_transfer_inspect(image, &c->base_ro, NULL, KILN_INSPECT_CONFIG, &c->info, err);
+    r = kiln_transfer_inspect(image, &c->base_ro, NULL, KILN_INSPECT_MANIFEST, &c->info, err);
+    if (r >= 0)
+        r = base_config(c, err);
     if (r < 0)
         return kiln_error_prefix(err, "pull '%s'", image);
     if (!c->info.config.root)
@@ -1168,7 +1328,9 @@ static void ctx_release(struct ctx *cp)
     remove_build_dir(&c);
     tail_reset(&c);
     kiln_registry_free(c.base_reg);
+    save_scheme_hints(&c);
     kiln_http_free(c.http);
+    free(c.schemes_text);
     kiln_image_info_release(&c.info);
     kiln_ref_release(&c.base_ref);
     kiln_plan_release(&c.plan);

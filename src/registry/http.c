@@ -29,7 +29,8 @@ static void global_init(void)
 
 struct scheme_entry {
     char *hostport;
-    bool plain; /* https failed, http worked */
+    bool plain;  /* https failed, http worked */
+    bool hinted; /* plain from kiln_http_scheme_hint(), no answer seen yet */
 };
 
 struct kiln_http {
@@ -199,26 +200,31 @@ bool kiln_http_host_insecure(struct kiln_http *h, const char *hostport)
     return false;
 }
 
-/* 1: plain http known to work, 0: https known to work, -1: unknown. */
-static int scheme_get(struct kiln_http *h, const char *hostport)
+/* 1: plain http known to work (or hinted: *hinted), 0: https known to work, -1: unknown. */
+static int scheme_get(struct kiln_http *h, const char *hostport, bool *hinted)
 {
     int r = -1;
+    *hinted = false;
     pthread_mutex_lock(&h->lock);
     for (size_t i = 0; i < h->n_schemes; i++)
         if (strcmp(h->schemes[i].hostport, hostport) == 0) {
             r = h->schemes[i].plain;
+            *hinted = h->schemes[i].hinted;
             break;
         }
     pthread_mutex_unlock(&h->lock);
     return r;
 }
 
-static void scheme_put(struct kiln_http *h, const char *hostport, bool plain)
+static void scheme_set(struct kiln_http *h, const char *hostport, bool plain, bool hinted)
 {
     pthread_mutex_lock(&h->lock);
     for (size_t i = 0; i < h->n_schemes; i++)
         if (strcmp(h->schemes[i].hostport, hostport) == 0) {
-            h->schemes[i].plain = plain;
+            if (!hinted || h->schemes[i].hinted) {
+                h->schemes[i].plain = plain;
+                h->schemes[i].hinted = hinted;
+            }
             pthread_mutex_unlock(&h->lock);
             return;
         }
@@ -232,8 +238,49 @@ static void scheme_put(struct kiln_http *h, const char *hostport, bool plain)
     }
     e->hostport = kiln_xstrdup(hostport);
     e->plain = plain;
+    e->hinted = hinted;
     pthread_mutex_unlock(&h->lock);
-    kiln_log(KILN_LOG_DEBUG, "http: '%s' speaks %s", hostport, plain ? "plain http" : "https");
+    kiln_log(KILN_LOG_DEBUG, "http: '%s' speaks %s%s", hostport, plain ? "plain http" : "https",
+             hinted ? " (hint)" : "");
+}
+
+static void scheme_put(struct kiln_http *h, const char *hostport, bool plain)
+{
+    scheme_set(h, hostport, plain, false);
+}
+
+/* Forget a hint that turned out wrong. */
+static void scheme_drop_hint(struct kiln_http *h, const char *hostport)
+{
+    pthread_mutex_lock(&h->lock);
+    for (size_t i = 0; i < h->n_schemes; i++)
+        if (strcmp(h->schemes[i].hostport, hostport) == 0 && h->schemes[i].hinted) {
+            free(h->schemes[i].hostport);
+            h->schemes[i] = h->schemes[--h->n_schemes];
+            h->schemes[h->n_schemes] = (struct scheme_entry){0};
+            if (h->next_evict >= h->n_schemes)
+                h->next_evict = 0;
+            break;
+        }
+    pthread_mutex_unlock(&h->lock);
+    kiln_log(KILN_LOG_DEBUG, "http: '%s': the plain http hint was wrong", hostport);
+}
+
+void kiln_http_scheme_hint(struct kiln_http *h, const char *hostport, bool plain)
+{
+    if (!h || !hostport || !*hostport || !plain || !kiln_http_host_insecure(h, hostport))
+        return;
+    scheme_set(h, hostport, true, true); /* a known answer is never overridden by a hint */
+}
+
+void kiln_http_schemes_plain(struct kiln_http *h, void (*fn)(void *ud, const char *hostport),
+                             void *ud)
+{
+    pthread_mutex_lock(&h->lock);
+    for (size_t i = 0; i < h->n_schemes; i++)
+        if (h->schemes[i].plain)
+            fn(ud, h->schemes[i].hostport);
+    pthread_mutex_unlock(&h->lock);
 }
 
 /* ---- pure helpers ---------------------------------------------------------- */
@@ -989,9 +1036,10 @@ static int do_retrying(struct kiln_http *h, const struct kiln_http_request *q, c
     _cleanup_free_ char *plain_url = NULL;
     bool probe = false;
     bool plain_pending = false; /* on http after a TLS failure, not cached yet */
+    bool hint = false;          /* on http because of a hint: the first answer decides */
     if (u.scheme_end == 5 && insecure) {
         plain_url = kiln_xasprintf("http%s", url_in + 5);
-        int known = scheme_get(h, hostport);
+        int known = scheme_get(h, hostport, &hint);
         if (known == 1) {
             free(url);
             url = kiln_xstrdup(plain_url);
@@ -1007,6 +1055,23 @@ static int do_retrying(struct kiln_http *h, const struct kiln_http_request *q, c
         enum outcome o = perform(h, q, method, url, drop_auth, !insecure, resp, &a, err);
         if (o == OUT_FATAL)
             return a.fatal;
+        if (hint) {
+            hint = false;
+            if (o == OUT_RESPONSE && resp->status != 400) {
+                scheme_put(h, hostport, true);
+            } else if (resp->written == 0 && body_replayable(q, resp)) {
+                /* a TLS server, or gone: forget the hint, probe as usual */
+                scheme_drop_hint(h, hostport);
+                int r = rewind_body(q, resp, err);
+                if (r < 0)
+                    return r;
+                resp->attempts--;
+                free(url);
+                url = kiln_xstrdup(url_in);
+                probe = true;
+                continue;
+            }
+        }
         if (plain_pending && o == OUT_RESPONSE) {
             scheme_put(h, hostport, true);
             plain_pending = false;

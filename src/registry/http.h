@@ -94,6 +94,21 @@ void kiln_http_free(struct kiln_http *h);
 bool kiln_http_host_insecure(struct kiln_http *h, const char *hostport);
 
 /*
+ * What an insecure host speaks, carried from one context to the next (e.g.
+ * a file the caller keeps between processes), so that a plain-http registry
+ * costs no TLS attempt each time. A hint of plain http for an insecure
+ * host:port makes its requests go over http at once. The hint stands until
+ * the first answer: an answer other than 400 confirms it; a transport
+ * failure or a 400 (what a TLS server answers to plain http) drops it and
+ * that request starts again with the usual https-first probe. Hints for hosts
+ * that are not insecure, and hints of https, are ignored.
+ */
+void kiln_http_scheme_hint(struct kiln_http *h, const char *hostport, bool plain);
+/* Calls fn for every host:port known, or still hinted, to speak plain http. */
+void kiln_http_schemes_plain(struct kiln_http *h, void (*fn)(void *ud, const char *hostport),
+                             void *ud);
+
+/*
  * Callbacks. Each returns >= 0 on success or a negative -KILN_E code after
  * setting *err; the request then fails with that error (never retried).
  *   read:  fill up to `cap` bytes of buf, store the count in *ret_n (0 only

@@ -167,6 +167,10 @@ grep -q '^ready: user 1000 (uid 1000, gid 100), home /home/jovyan writable, 3\.'
 ok $? "kiln verify reports the user, home and jupyterhub-singleuser's version"
 [ $rc -eq 0 ] || { show "$T/v.out"; show "$T/v.err"; }
 
+# the loopback registry spoke plain http: kept as a hint for the next builds
+grep -qx "$REGISTRY plain" "$T/data/cache/http-schemes"
+ok $? "the registry's plain http is remembered in DATA/cache/http-schemes"
+
 # ---- 2. no-op rebuild: no step runs, same digest --------------------------------------
 "$KILN" build "$T/s1.yaml" --push --tag "$REF" >"$T/b2.out" 2>"$T/b2.err"
 ok $? "no-op rebuild succeeds"

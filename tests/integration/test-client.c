@@ -309,6 +309,55 @@ static int cancel_after(void *ud, uint64_t received, uint64_t sent)
     return received > 100000;
 }
 
+/* ---- scheme hints (kiln_http_scheme_hint) ----------------------------------------- */
+
+struct plain_list {
+    char names[8][160];
+    int n;
+};
+
+static void collect_plain(void *ud, const char *hostport)
+{
+    struct plain_list *l = ud;
+    if (l->n < 8)
+        snprintf(l->names[l->n++], sizeof(l->names[0]), "%s", hostport);
+}
+
+static bool lists_plain(struct kiln_http *h, const char *hostport)
+{
+    struct plain_list l = {0};
+    kiln_http_schemes_plain(h, collect_plain, &l);
+    for (int i = 0; i < l.n; i++)
+        if (strcmp(l.names[i], hostport) == 0)
+            return true;
+    return false;
+}
+
+/* A plain-http hint for a loopback plain-http registry: used, then confirmed. */
+static void test_hint_plain(const char *host)
+{
+    struct kiln_http_options ho = {.max_attempts = 2, .backoff_base_ms = 10};
+    struct kiln_http *h = NULL;
+    struct kiln_error *e = NULL;
+    if (kiln_http_new(&ho, &h, &e) < 0) {
+        printf("Bail out! kiln_http_new: %s\n", e->msg);
+        exit(1);
+    }
+    kiln_http_scheme_hint(h, "registry.example:5000", true);
+    ok(!lists_plain(h, "registry.example:5000"),
+       "hint: a hint for a host that is not insecure is ignored");
+    kiln_http_scheme_hint(h, host, true);
+    ok(lists_plain(h, host), "hint: a loopback host hinted plain is listed");
+    struct kiln_registry_options o = {0};
+    o.shared_http = h;
+    struct kiln_registry *r = NULL;
+    kiln_registry_new(host, &o, &r, NULL);
+    no_error(kiln_registry_ping(r, &e), 0, &e, "hint: ping over plain http at once");
+    ok(lists_plain(h, host), "hint: the answer confirms it");
+    kiln_registry_free(r);
+    kiln_http_free(h);
+}
+
 /* ---- the noauth registry: every operation ---------------------------------------- */
 
 static void test_noauth(const char *host, const char *dir)
@@ -1585,6 +1634,25 @@ static void test_tls(const char *hostport, const char *ca, const struct blob *b)
     kiln_registry_new(hostport, &o, &r, NULL);
     no_error(kiln_registry_ping(r, &e), 0, &e, "tls: a host entry without port covers the port");
     kiln_registry_free(r);
+
+    /* a stale plain-http hint for a registry that speaks TLS is found out */
+    o.http.insecure = insecure;
+    struct kiln_http *h = NULL;
+    if (kiln_http_new(&o.http, &h, &e) < 0) {
+        printf("Bail out! kiln_http_new: %s\n", e->msg);
+        exit(1);
+    }
+    kiln_http_scheme_hint(h, hostport, true);
+    ok(lists_plain(h, hostport), "tls: hinted plain http");
+    o.shared_http = h;
+    kiln_registry_new(hostport, &o, &r, NULL);
+    no_error(kiln_registry_ping(r, &e), 0, &e,
+             "tls: a wrong plain-http hint is dropped, https works");
+    get_and_compare(r, "kt/r", b, "tls: then a blob GET over TLS");
+    ok(!lists_plain(h, hostport), "tls: the host is no longer listed as plain http");
+    kiln_registry_free(r);
+    kiln_http_free(h);
+    o.shared_http = NULL;
 }
 
 static void test_unreachable(void)
@@ -1619,6 +1687,7 @@ int main(void)
     }
     test_unreachable();
     test_noauth(noauth, env("KT_NOAUTH_DIR") ? env("KT_NOAUTH_DIR") : "/nonexistent");
+    test_hint_plain(noauth);
     test_threads(noauth, NULL, NULL, "noauth");
     if (env("KT_PROXY"))
         test_faults(env("KT_PROXY"), noauth);
