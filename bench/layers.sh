@@ -59,9 +59,9 @@
 # jobs delete trees all the time, every extraction (kiln, tar, docker,
 # buildah alike) took 5-20 s instead of 3-5 s, all kernel time (perf: ~70% in
 # recently_deleted + find_get_block_common). Hence the private file system
-# (BENCH_FS=loop), and no tree of part (1) is deleted before the end: each run
-# of each contender gets its own directory (pull/WHO-rN). At exit the file
-# system is unmounted and its image deleted (one file, not ~400k inodes).
+# (BENCH_FS=loop), and in part (1) every run of every contender gets a file
+# system of its own (pull/WHO-rN, see own_fs), deleted as one image file after
+# the run. At exit the file systems are unmounted and their images deleted.
 set -eu
 
 BENCH_ROOT=$(pwd)
@@ -302,8 +302,43 @@ say "base image $REF: one layer $BLOB ($BLOB_SIZE bytes)"
 
 # ---- (1) pull + unpack ----------------------------------------------------------------
 
+# own_fs DIR: with BENCH_FS=loop, DIR becomes the root of an ext4 file system
+# of its own, made now (before the clock; inode tables written now, not by
+# ext4lazyinit during the run) on a sparse image in the scratch directory, so
+# that no run inherits another run's file-system state (the dirty data and
+# allocator state of gigabytes the previous contenders wrote made later runs
+# 30-70% slower, for every contender, in one shared file system). drop_fs DIR
+# unmounts it and deletes the image after the run. A plain directory with
+# BENCH_FS=none, or when the loop mount fails (with a note).
+FS_N=0
+FS_IMG=
+own_fs() {
+    mkdir -p "$1"
+    FS_IMG=
+    [ "$WORK" != "$SCRATCH" ] || return 0
+    FS_N=$((FS_N + 1))
+    _img=$SCRATCH/run-$FS_N.img
+    if truncate -s 16G "$_img" &&
+        mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$_img" >"$LOGS/mkfs-$FS_N.log" 2>&1 &&
+        mount -o loop "$_img" "$1" 2>>"$LOGS/mkfs-$FS_N.log"; then
+        FS_IMG=$_img
+        return 0
+    fi
+    note "cannot make a file system for $1 ($(tail -n 1 "$LOGS/mkfs-$FS_N.log")): a plain directory"
+    rm -f "$_img"
+}
+drop_fs() {
+    umount_under "$1"
+    if [ -n "$FS_IMG" ] && ! mountpoint -q "$1" 2>/dev/null; then
+        rm -f "$FS_IMG"
+    fi
+    FS_IMG=
+    sync
+}
+
 pull_kiln() {
-    _d=$PULL/kiln-r$1
+    own_fs "$PULL/kiln-r$1"
+    _d=$PULL/kiln-r$1/store
     sync
     _log=$LOGS/kiln-pull-r$1
     _t0=$(now_ns)
@@ -318,10 +353,12 @@ pull_kiln() {
         record kiln entries "$1" "$(find "$_ld" | wc -l)"
     fi
     say "  kiln    run $1 pull + unpack $(secs "$_t0" "$_t1") s, $(($(field maxrss_kib "$_log.out") / 1024)) MiB"
+    drop_fs "$PULL/kiln-r$1"
 }
 
 pull_floor() {
-    _d=$PULL/floor-r$1
+    own_fs "$PULL/floor-r$1"
+    _d=$PULL/floor-r$1/tree
     mkdir -p "$_d"
     sync
     _log=$LOGS/floor-pull-r$1
@@ -335,6 +372,7 @@ pull_floor() {
     record floor pull-sync "$1" "$(secs "$_t0" "$_t2")"
     [ "$1" -ne 1 ] || record floor entries "$1" "$(find "$_d" | wc -l)"
     say "  floor   run $1 pull + unpack $(secs "$_t0" "$_t1") s ($(secs "$_t0" "$_t2") s with sync)"
+    drop_fs "$PULL/floor-r$1"
 }
 
 docker_cmd() {
@@ -343,6 +381,7 @@ docker_cmd() {
 
 pull_docker() {
     _dir=$PULL/docker-r$1
+    own_fs "$_dir"
     mkdir -p "$_dir/data" "$_dir/exec" "$SCRATCH/docker-config"
     echo '{}' >"$_dir/daemon.json"
     _log=$LOGS/docker-pull-r$1
@@ -356,6 +395,7 @@ pull_docker() {
         if ! kill -0 "$DOCKERD_PID" 2>/dev/null || [ "$_n" -gt 600 ]; then
             fail docker "run $1: dockerd start" "$_log.dockerd"
             dockerd_stop
+            drop_fs "$_dir"
             return 0
         fi
         _n=$((_n + 1))
@@ -378,11 +418,12 @@ pull_docker() {
         say "  docker  run $1 pull $(secs "$_t0" "$_t1") s, dockerd + containerd $((_k / 1024)) MiB"
     fi
     dockerd_stop
-    umount_under "$_dir"
+    drop_fs "$_dir"
 }
 
 pull_buildah() {
     _dir=$PULL/buildah-r$1
+    own_fs "$_dir"
     mkdir -p "$_dir/root" "$_dir/runroot"
     sync
     _log=$LOGS/buildah-pull-r$1
@@ -397,7 +438,7 @@ pull_buildah() {
         record buildah pull-rss "$1" "$(tail -n 1 "$_log.rss")"
         say "  buildah run $1 pull $(secs "$_t0" "$_t1") s, $(($(tail -n 1 "$_log.rss") / 1024)) MiB"
     fi
-    umount_under "$_dir"
+    drop_fs "$_dir"
 }
 
 PULLERS=

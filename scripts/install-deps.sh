@@ -5,6 +5,8 @@
 #
 #   scripts/install-deps.sh            build + run dependencies
 #   scripts/install-deps.sh --test     also the test and fuzzing tools
+#   scripts/install-deps.sh --bench    also the benchmarks' peers and tools
+#                                      (bench/: docker.io, buildah, wrk, pigz)
 set -eu
 
 build_pkgs="gcc clang meson ninja-build pkg-config clang-format
@@ -13,8 +15,20 @@ zlib1g-dev libdeflate-dev libisal-dev libzstd-dev libsqlite3-dev libpq-dev libmi
 run_pkgs="runc crun docker-registry mmdebstrap ca-certificates"
 test_pkgs="libclang-rt-14-dev apache2-utils skopeo umoci postgresql chromium
 python3 python3-pip python3-venv python3-wheel python3-cryptography curl jq time busybox-static"
+bench_pkgs="docker.io buildah wrk pigz"
 
 want="$build_pkgs $run_pkgs"
+case ${1:-} in
+'' | --test | --bench) ;;
+*)
+    echo "install-deps: unknown option '$1' (--test, --bench)" >&2
+    exit 2
+    ;;
+esac
+if [ "${1:-}" = "--bench" ]; then
+    want="$want $bench_pkgs"
+    set -- --test
+fi
 if [ "${1:-}" = "--test" ]; then
     want="$want $test_pkgs"
     # Node.js may come from another packager that bundles npm (and conflicts
