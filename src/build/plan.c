@@ -5,13 +5,39 @@
 #include "util/sha256.h"
 #include "util/shquote.h"
 
-/* The fixed step scripts: packages are their positional parameters. */
-static const char apt_script[] = "set -e\n"
-                                 "export DEBIAN_FRONTEND=noninteractive\n"
-                                 "apt-get update -q -o Acquire::Languages=none\n"
-                                 "apt-get install -q -y --no-install-recommends \"$@\"\n"
-                                 "apt-get clean\n"
-                                 "rm -rf /var/lib/apt/lists/*\n";
+/*
+ * The fixed step scripts: packages are their positional parameters.
+ *
+ * apt: apt-get reads an argument that names no package and holds '.' or '+'
+ * (the only regex characters spec/apt lets through) as a regular expression
+ * over every package name ("jq." installs libjs-jquery), so each such name
+ * (without =version, /release, :arch) must first be found exactly in
+ * `apt-cache --all-names pkgnames`; a miss fails the step like apt-get's
+ * own "Unable to locate package", with its exit status 100.
+ */
+static const char apt_script[] =
+    "set -e\n"
+    "export DEBIAN_FRONTEND=noninteractive\n"
+    "apt-get update -q -o Acquire::Languages=none\n"
+    "check=\n"
+    "for a in \"$@\"; do\n"
+    "    n=${a%%=*}; n=${n%%/*}; n=${n%%:*}\n"
+    "    case $n in *[.+]*) check=\"$check$n \" ;; esac\n"
+    "done\n"
+    "if [ -n \"$check\" ]; then\n"
+    "    missing=$(apt-cache --all-names pkgnames | awk -v want=\"$check\" '\n"
+    "        BEGIN { n = split(want, w, \" \"); for (i = 1; i <= n; i++) need[w[i]] = 1 }\n"
+    "        $0 in need { delete need[$0] }\n"
+    "        END { for (k in need) printf \"%s \", k }')\n"
+    "    if [ -n \"$missing\" ]; then\n"
+    "        echo \"E: Unable to locate package ${missing% } (no package has that exact name)\" "
+    ">&2\n"
+    "        exit 100\n"
+    "    fi\n"
+    "fi\n"
+    "apt-get install -q -y --no-install-recommends \"$@\"\n"
+    "apt-get clean\n"
+    "rm -rf /var/lib/apt/lists/*\n";
 static const char conda_script[] = "set -e\n"
                                    "conda install --yes \"$@\"\n"
                                    "conda clean --all -f -y\n";

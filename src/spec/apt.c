@@ -23,7 +23,8 @@
  * Caveat: apt-get (Debian 12) reads an argument that names no package and
  * contains '.' as a POSIX regular expression over all package names, so a
  * misspelt "python3.11" could match several packages. The syntax cannot
- * tell; the caller that runs apt-get has to check the name exists first.
+ * tell; the caller that runs apt-get has to check the name exists first
+ * (build/plan's apt step does, against `apt-cache --all-names pkgnames`).
  */
 
 static bool is_digit(char c)

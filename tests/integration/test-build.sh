@@ -225,6 +225,15 @@ grep -q 'Unable to locate package kiln-no-such-package-xyz' "$T/bad.err"
 ok $? "apt's own error is shown"
 [ ! -s "$T/bad.out" ]
 ok $? "nothing on stdout"
+# apt-get alone would read "jq." as a regex and install libjs-jquery
+spec "$T/rx.yaml" curl jq. --
+"$KILN" build "$T/rx.yaml" >"$T/rx.out" 2>"$T/rx.err"
+rc=$?
+[ $rc -ne 0 ] && grep -q 'step apt failed with exit status 100' "$T/rx.err" &&
+    grep -q 'Unable to locate package jq\. (no package has that exact name)' "$T/rx.err"
+ok $? "an apt name with '.' that names no package fails the step (exit $rc)"
+! grep -q -e 'for regex' -e 'libjs-jquery' "$T/rx.err"
+ok $? "apt-get never selected packages by regex"
 
 # ---- 5. kill -9 mid-build, then the next build succeeds ----------------------------------
 "$KILN" build "$T/s1.yaml" --no-cache >"$T/k.out" 2>"$T/k.err" &
