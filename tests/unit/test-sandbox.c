@@ -7,9 +7,16 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/utsname.h>
 #include <sys/vfs.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <time.h>
 
@@ -19,6 +26,13 @@
 #include "util/buf.h"
 #include "util/fs.h"
 #include "util/log.h"
+
+#ifndef FSCONFIG_SET_STRING
+#define FSCONFIG_SET_STRING 1
+#endif
+#ifndef FSCONFIG_SET_FD
+#define FSCONFIG_SET_FD 5
+#endif
 
 static char base[64];
 static char lower[128], upper[128], work[128], merged[128], state[128];
@@ -261,6 +275,22 @@ static int cancel_cb(void *userdata)
     return 1;
 }
 
+static bool is_overlay(const char *path)
+{
+    struct statfs sf;
+    return statfs(path, &sf) == 0 && sf.f_type == 0x794c7630;
+}
+
+/* Is the running kernel at least major.minor? */
+static bool kernel_at_least(int major_want, int minor_want)
+{
+    struct utsname u;
+    int ma = 0, mi = 0;
+    if (uname(&u) < 0 || sscanf(u.release, "%d.%d", &ma, &mi) != 2)
+        return false;
+    return ma > major_want || (ma == major_want && mi >= minor_want);
+}
+
 static void test_overlay_errors(void)
 {
     struct kiln_error *e = NULL;
@@ -281,15 +311,19 @@ static void test_overlay_errors(void)
     kiln_error_free(e);
     e = NULL;
 
-    const char *many[301];
-    char names[300][48];
-    for (int i = 0; i < 300; i++) {
+    /* More than overlayfs can stack: refused before any system call. */
+    const char *many[KILN_OVERLAY_LOWERS_MAX + 2];
+    char names[KILN_OVERLAY_LOWERS_MAX + 1][48];
+    for (int i = 0; i <= KILN_OVERLAY_LOWERS_MAX; i++) {
         snprintf(names[i], sizeof(names[i]), "/tmp/kiln-some-lower-layer-path-%03d", i);
         many[i] = names[i];
     }
-    many[300] = NULL;
-    is_int(kiln_overlay_mount(many, upper, work, merged, &e), -KILN_ETOOBIG, "300 lowers: etoobig");
-    ok(e && strstr(e->msg, "too many layers for one overlay mount (300)"), "etoobig message");
+    many[KILN_OVERLAY_LOWERS_MAX + 1] = NULL;
+    is_int(kiln_overlay_mount(many, upper, work, merged, &e), -KILN_ETOOBIG, "501 lowers: etoobig");
+    ok(e && strstr(e->msg, "too many layers for overlayfs (501, at most 500)"), "etoobig message");
+    ok(!is_overlay(merged), "501 lowers: nothing mounted");
+    if (e)
+        printf("# %s\n", e->msg);
     kiln_error_free(e);
     e = NULL;
 
@@ -298,8 +332,246 @@ static void test_overlay_errors(void)
     const char *l2[] = {missing, NULL};
     is_int(kiln_overlay_mount(l2, upper, work, merged, &e), -KILN_EIO, "missing lower: eio");
     ok(e && strstr(e->msg, merged) && e->errnum != 0, "mount error names merged and has errno");
+    if (kernel_at_least(6, 8))
+        ok(e && strstr(e->msg, missing) && e->errnum == ENOENT, "mount error names the lower");
     if (e)
         printf("# %s\n", e->msg);
+    kiln_error_free(e);
+}
+
+static int count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, ".."))
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* Lower dirs "<dir>/layer-NNN-xxx...x" (> 100 bytes a name), each with a file layer-NNN. */
+static int layer_files_in(const char *dir, int n)
+{
+    char p[256];
+    int seen = 0;
+    for (int i = 0; i < n; i++) {
+        snprintf(p, sizeof(p), "%s/layer-%03d", dir, i);
+        seen += exists(p);
+    }
+    return seen;
+}
+
+/*
+ * In a child: make system call `nr` fail with `errnum` (seccomp, for good);
+ * with arg1 >= 0, only when its second argument is arg1 (the low 32 bits on
+ * a little-endian machine; no architecture check: tests run natively).
+ */
+static int fail_syscall(long nr, long arg1, int errnum)
+{
+    unsigned int fail = SECCOMP_RET_ERRNO | ((unsigned int)errnum & SECCOMP_RET_DATA);
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned int)nr, 0, 3),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[1])),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned int)arg1, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, fail),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    if (arg1 < 0) /* skip the argument check */
+        f[2] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JA, 1, 0, 0);
+    struct sock_fprog prog = {(unsigned short)KILN_ARRAY_SIZE(f), f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        return -1;
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
+}
+
+struct fallback {
+    const char *what;
+    long nr, arg1;
+    int errnum;
+    const char *const *two;  /* two lowers, the second one holding layer-001 */
+    const char *const *many; /* 300 lowers, or NULL */
+};
+
+/*
+ * The mount(2) fallback, in a child where a system call fails: two lowers
+ * mount, 300 are too many for one page. Returns a bit mask of the checks
+ * that passed (7: all).
+ */
+static int fallback_child(const struct fallback *fb, const char *up, const char *wk, const char *mg)
+{
+    char p[256];
+    int bits = 0;
+    struct kiln_error *e = NULL;
+    if (fail_syscall(fb->nr, fb->arg1, fb->errnum) < 0)
+        return 0;
+    if (kiln_overlay_mount(fb->two, up, wk, mg, &e) == 0) {
+        snprintf(p, sizeof(p), "%s/layer-001", mg);
+        if (is_overlay(mg) && exists(p))
+            bits |= 1;
+        if (kiln_overlay_umount(mg, &e) == 0 && !is_overlay(mg))
+            bits |= 2;
+    } else {
+        printf("# %s\n", e->msg);
+    }
+    if (!fb->many || (kiln_overlay_mount(fb->many, up, wk, mg, &e) == -KILN_ETOOBIG &&
+                      strstr(e->msg, "too many layers for one overlay mount (300)")))
+        bits |= 4;
+    kiln_error_free(e);
+    return bits;
+}
+
+static void test_fallback(const struct fallback *fb, const char *up, const char *wk, const char *mg)
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("fork");
+        exit(1);
+    }
+    if (pid == 0)
+        _exit(fallback_child(fb, up, wk, mg));
+    int status = 0;
+    waitpid(pid, &status, 0);
+    int bits = WIFEXITED(status) ? WEXITSTATUS(status) : 0;
+    ok(bits & 1, "%s: two lowers mounted with mount(2)", fb->what);
+    ok(bits & 2, "%s: and unmounted", fb->what);
+    if (fb->many)
+        ok(bits & 4, "%s: 300 lowers too long for mount(2): etoobig", fb->what);
+}
+
+static void test_overlay_many(void)
+{
+    enum { MANY = 300, ALL = KILN_OVERLAY_LOWERS_MAX };
+    struct kiln_error *e = NULL;
+    char dir[160], up[192], wk[192], mg[192], p[512], q[640];
+    path_in(dir, sizeof(dir), base, "many");
+    path_in(up, sizeof(up), dir, "upper");
+    path_in(wk, sizeof(wk), dir, "work");
+    path_in(mg, sizeof(mg), dir, "merged");
+    mkdir_or_die(dir);
+    mkdir_or_die(up);
+    mkdir_or_die(wk);
+    mkdir_or_die(mg);
+    char filler[101];
+    memset(filler, 'x', 100);
+    filler[100] = '\0';
+    static char *paths[ALL];
+    const char *lw[ALL + 1];
+    for (int i = 0; i < ALL; i++) {
+        paths[i] = kiln_xasprintf("%s/layer-%03d-%s", dir, i, filler);
+        mkdir_or_die(paths[i]);
+        snprintf(p, sizeof(p), "%s/layer-%03d", paths[i], i);
+        write_file(p, "x");
+    }
+    /* the top layer shadows a file of a lower one */
+    snprintf(p, sizeof(p), "%s/shared", paths[0]);
+    write_file(p, "top");
+    snprintf(p, sizeof(p), "%s/shared", paths[MANY - 1]);
+    write_file(p, "bottom");
+
+    size_t total = 0;
+    for (int i = 0; i < MANY; i++) {
+        lw[i] = paths[i];
+        total += strlen(paths[i]) + 1;
+    }
+    lw[MANY] = NULL;
+    ok(total > 30000, "300 lower paths: %zu bytes", total);
+
+    bool add = kernel_at_least(6, 8);
+    int r = kiln_overlay_mount(lw, up, wk, mg, &e);
+    if (!add) {
+        is_int(r, -KILN_ETOOBIG, "300 lowers, no lowerdir+ before linux 6.8: etoobig");
+    } else {
+        is_int(r, 0, "300 lowers with long paths: mounted");
+        if (r < 0)
+            printf("# %s\n", e->msg);
+        ok(is_overlay(mg), "300 lowers: overlay at merged");
+        is_int(layer_files_in(mg, MANY), MANY, "merged shows the files of all 300 layers");
+        is_int(count_entries(mg), MANY + 1, "merged shows nothing else");
+        char *text = NULL;
+        path_in(p, sizeof(p), mg, "shared");
+        is_str(text = read_file(p), "top", "the top layer's file wins");
+        free(text);
+        path_in(p, sizeof(p), mg, "new");
+        write_file(p, "new");
+        path_in(p, sizeof(p), up, "new");
+        ok(exists(p), "a file written to merged lands in upper");
+        is_int(kiln_overlay_umount(mg, &e), 0, "300 lowers: umount");
+        ok(!is_overlay(mg), "300 lowers: unmounted");
+
+        for (int i = 0; i < ALL; i++)
+            lw[i] = paths[i];
+        lw[ALL] = NULL;
+        is_int(r = kiln_overlay_mount(lw, up, wk, mg, &e), 0, "500 lowers (the limit): mounted");
+        if (r < 0)
+            printf("# %s\n", e->msg);
+        is_int(layer_files_in(mg, ALL), ALL, "merged shows the files of all 500 layers");
+        path_in(p, sizeof(p), mg, "shared");
+        is_str(text = read_file(p), "top", "500 lowers: the top layer's file wins");
+        free(text);
+        is_int(kiln_overlay_umount(mg, &e), 0, "500 lowers: umount");
+        ok(!is_overlay(mg), "500 lowers: unmounted");
+    }
+
+    /* a lower path longer than fsconfig takes as a string (255 bytes) */
+    char ys[201];
+    memset(ys, 'y', 200);
+    ys[200] = '\0';
+    path_in(p, sizeof(p), dir, ys);
+    mkdir_or_die(p);
+    snprintf(q, sizeof(q), "%s/%s", p, filler);
+    mkdir_or_die(q);
+    ok(strlen(q) > 255, "a lower path of %zu bytes", strlen(q));
+    snprintf(p, sizeof(p), "%s/deep", q);
+    write_file(p, "deep");
+    const char *l4[] = {q, paths[1], NULL};
+    is_int(r = kiln_overlay_mount(l4, up, wk, mg, &e), 0, "a lower path over 255 bytes: mounted");
+    if (r < 0)
+        printf("# %s\n", e->msg);
+    path_in(p, sizeof(p), mg, "deep");
+    ok(exists(p), "its file shows in merged");
+    path_in(p, sizeof(p), mg, "layer-001");
+    ok(exists(p), "and the one below");
+    is_int(kiln_overlay_umount(mg, &e), 0, "long path: umount");
+
+    /*
+     * The mount(2) fallback: no new mount API (ENOSYS), a seccomp filter
+     * that does not know it (EPERM), overlayfs through the legacy context
+     * (before Linux 6.5: EOPNOTSUPP for FSCONFIG_SET_PATH), no "lowerdir+"
+     * (EINVAL), no FSCONFIG_SET_FD for it (before Linux 6.13: EINVAL).
+     */
+    const char *two[] = {paths[0], paths[1], NULL};
+    const char *two_long[] = {q, paths[1], NULL};
+    lw[MANY] = NULL;
+    const struct fallback fbs[] = {
+        {"fsopen enosys", SYS_fsopen, -1, ENOSYS, two, lw},
+        {"fsopen eperm", SYS_fsopen, -1, EPERM, two, lw},
+        {"fsconfig eopnotsupp", SYS_fsconfig, -1, EOPNOTSUPP, two, lw},
+        {"fsconfig set-string einval", SYS_fsconfig, FSCONFIG_SET_STRING, EINVAL, two, lw},
+        {"fsconfig set-fd einval", SYS_fsconfig, FSCONFIG_SET_FD, EINVAL, two_long, NULL},
+    };
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(fbs); i++)
+        test_fallback(&fbs[i], up, wk, mg);
+
+    /* a lower missing in the middle: nothing mounted, the error names it */
+    char missing[256];
+    path_in(missing, sizeof(missing), dir, "no-such-layer");
+    const char *l3[] = {paths[0], paths[1], missing, paths[2], NULL};
+    is_int(kiln_overlay_mount(l3, up, wk, mg, &e), -KILN_EIO, "a missing middle lower: eio");
+    if (add)
+        ok(e && strstr(e->msg, missing) && strstr(e->msg, mg) && e->errnum == ENOENT,
+           "the error names the missing lower and merged");
+    if (e)
+        printf("# %s\n", e->msg);
+    ok(!is_overlay(mg), "missing lower: nothing mounted");
+
+    for (int i = 0; i < ALL; i++)
+        free(paths[i]);
     kiln_error_free(e);
 }
 
@@ -678,6 +950,7 @@ int main(void)
 
     test_detect();
     test_overlay_errors();
+    test_overlay_many();
     struct kiln_error *e = NULL;
     const char *lowers[] = {lower, NULL};
     int r = kiln_overlay_mount(lowers, upper, work, merged, &e);
