@@ -28,12 +28,13 @@
 #define TOKEN_BYTES         32
 
 static const char serve_help[] =
-    "usage: kiln serve [--listen ADDR:PORT] [--data-dir DIR] [--workers N]\n"
-    "                  [--job-timeout SECS] [--requeue-interrupted] [--runtime R]\n"
-    "                  [--grace SECS] [OPTIONS]\n"
+    "usage: kiln serve [--listen ADDR:PORT] [--data-dir DIR] [--store URL]\n"
+    "                  [--workers N] [--job-timeout SECS] [--requeue-interrupted]\n"
+    "                  [--runtime R] [--grace SECS] [OPTIONS]\n"
     "\n"
-    "Run the build service: specs, their build jobs and logs in a SQLite database\n"
-    "(DIR/kiln.db), N workers that build each new spec revision exactly as\n"
+    "Run the build service: specs, their build jobs and pull secrets in a store\n"
+    "(SQLite DIR/kiln.db by default), job logs in DIR/logs, N workers that build each new spec "
+    "revision exactly as\n"
     "`kiln build --push` does, and the JSON API (docs/api.md) with the admin web\n"
     "page at http://ADDR:PORT/. Needs root (builds mount overlays and run runc).\n"
     "Prints \"kiln serve: listening on http://ADDR:PORT\" on stderr once it listens.\n"
@@ -45,6 +46,11 @@ static const char serve_help[] =
     "                          port 0: a free port; IPv6 as [ADDR]:PORT)\n"
     "  --data-dir DIR          database, job logs (DIR/logs) and the build store\n"
     "                          (KILN_DATA_DIR, default " KILN_DEFAULT_DATA_DIR ")\n"
+    "  --store URL             the store: sqlite:PATH (default sqlite:DIR/kiln.db) or\n"
+    "                          postgresql://[USER@]HOST[:PORT]/DB[?OPTIONS] (libpq's\n"
+    "                          URI; a password is best kept in ~/.pgpass or PGPASSWORD);\n"
+    "                          KILN_STORE_URL. One kiln serve per database: at start it\n"
+    "                          fails (or requeues) every job left Running\n"
     "  --workers N             builds at once (default 1)\n"
     "  --job-timeout SECS      fail a build running longer (default 7200)\n"
     "  --requeue-interrupted   queue again the jobs a killed kiln serve left Running\n"
@@ -88,6 +94,7 @@ enum {
     OPT_RUNTIME,
     OPT_GRACE,
     OPT_HTTP_THREADS,
+    OPT_STORE,
 };
 
 static const char *env(const char *name)
@@ -258,6 +265,7 @@ static int run_serve(int argc, char **argv)
         {"runtime", required_argument, NULL, OPT_RUNTIME},
         {"grace", required_argument, NULL, OPT_GRACE},
         {"http-threads", required_argument, NULL, OPT_HTTP_THREADS},
+        {"store", required_argument, NULL, OPT_STORE},
         {"help", no_argument, NULL, 'h'},
         CLI_REGISTRY_OPTIONS{NULL, 0, NULL, 0},
     };
@@ -267,7 +275,7 @@ static int run_serve(int argc, char **argv)
     struct registry_setup rs;
     memset(&rs, 0, sizeof(rs));
     struct kiln_strv trusted = KILN_STRV_INIT;
-    const char *listen = DEFAULT_LISTEN, *data_opt = NULL, *runtime = NULL;
+    const char *listen = DEFAULT_LISTEN, *data_opt = NULL, *runtime = NULL, *store_url = NULL;
     long workers = 1, job_timeout = DEFAULT_JOB_TIMEOUT, grace = DEFAULT_GRACE, threads = 0;
     bool requeue = false;
     struct kiln_store *st = NULL;
@@ -291,6 +299,9 @@ static int run_serve(int argc, char **argv)
             break;
         case OPT_DATA_DIR:
             data_opt = optarg;
+            break;
+        case OPT_STORE:
+            store_url = optarg;
             break;
         case OPT_WORKERS:
             if (!parse_long(optarg, 1, 64, &workers)) {
@@ -367,10 +378,19 @@ static int run_serve(int argc, char **argv)
         rc = cli_fail(err);
         goto out;
     }
-    db = kiln_xasprintf("%s/kiln.db", data_dir);
-    if (kiln_store_open_sqlite(db, NULL, &st, &err) < 0) {
-        rc = cli_fail(err);
-        goto out;
+    if (!store_url)
+        store_url = env("KILN_STORE_URL");
+    if (store_url) {
+        if (kiln_store_open(store_url, NULL, &st, &err) < 0) {
+            rc = cli_fail(err);
+            goto out;
+        }
+    } else {
+        db = kiln_xasprintf("%s/kiln.db", data_dir);
+        if (kiln_store_open_sqlite(db, NULL, &st, &err) < 0) {
+            rc = cli_fail(err);
+            goto out;
+        }
     }
     char token_hex[KILN_SHA256_HEX_LEN + 1];
     if (admin_token(st, token_hex, &err) < 0 || registry_setup(&cfg, &rs, &err) < 0) {

@@ -334,21 +334,6 @@ static int64_t now_ms(const struct sq *sq)
     return kiln_store_now_ms(&sq->opts);
 }
 
-/* Prefix *err (when there is one) with context; returns r, keeping its code even when err is NULL.
- */
-__attribute__((format(printf, 3, 4))) static int errctx(int r, struct kiln_error **err,
-                                                        const char *fmt, ...)
-{
-    if (r >= 0 || !err || !*err)
-        return r;
-    va_list ap;
-    va_start(ap, fmt);
-    _cleanup_free_ char *prefix = kiln_xvasprintf(fmt, ap);
-    va_end(ap);
-    kiln_error_prefix(err, "%s", prefix);
-    return r;
-}
-
 /* Set *err from SQLite's result `rc` on `c`, with "<what>: <sqlite message>". */
 __attribute__((format(printf, 4, 5))) static int
 db_error(struct conn *c, int rc, struct kiln_error **err, const char *fmt, ...)
@@ -633,7 +618,7 @@ static int migrate(struct sq *sq, struct conn *c, struct kiln_error **err)
     for (;;) {
         int r = tx_begin(c, true, err);
         if (r < 0)
-            return errctx(r, err, "migrate '%s'", sq->path);
+            return kiln_store_errctx(r, err, "migrate '%s'", sq->path);
         char *msg = NULL;
         int rc = sqlite3_exec(c->db,
                               "CREATE TABLE IF NOT EXISTS schema_version ("
@@ -684,12 +669,12 @@ static int op_spec_put(void *impl, const char *name, const char *spec_json, cons
     _cleanup_stmt_ sqlite3_stmt *s = NULL;
     int r = tx_begin(c, true, err);
     if (r < 0)
-        return errctx(r, err, "spec '%s'", name);
+        return kiln_store_errctx(r, err, "spec '%s'", name);
     r = QUERY(c, ST_SPEC_FIND, &s, "find spec", err, "t", name);
     if (r >= 0)
         r = step(c, s, "find spec", err);
     if (r < 0)
-        return errctx(r, err, "spec '%s'", name);
+        return kiln_store_errctx(r, err, "spec '%s'", name);
     int64_t now = now_ms(sq);
     int flags;
     if (r == 1) {
@@ -714,7 +699,7 @@ static int op_spec_put(void *impl, const char *name, const char *spec_json, cons
     if (r >= 0)
         r = tx_commit(c, err);
     if (r < 0)
-        return errctx(r, err, "spec '%s'", name);
+        return kiln_store_errctx(r, err, "spec '%s'", name);
     return flags;
 }
 
@@ -727,7 +712,7 @@ static int op_spec_get(void *impl, const char *name, struct kiln_store_spec *ret
     if (r >= 0)
         r = step(c, s, "get spec", err);
     if (r < 0)
-        return errctx(r, err, "spec '%s'", name);
+        return kiln_store_errctx(r, err, "spec '%s'", name);
     if (r == 0)
         return kiln_error_set(err, KILN_ENOTFOUND, 0, "spec '%s': not found", name);
     read_spec(s, ret);
@@ -739,7 +724,7 @@ static int op_spec_delete(void *impl, const char *name, struct kiln_error **err)
     _cleanup_conn_ struct conn *c = conn_get(impl);
     int r = EXEC(c, ST_SPEC_DELETE, "delete spec", err, "t", name);
     if (r < 0)
-        return errctx(r, err, "spec '%s'", name);
+        return kiln_store_errctx(r, err, "spec '%s'", name);
     if (sqlite3_changes(c->db) == 0)
         return kiln_error_set(err, KILN_ENOTFOUND, 0, "spec '%s': not found", name);
     return 0;
@@ -772,7 +757,7 @@ static int op_spec_list(void *impl, const struct kiln_store_spec_query *q, const
     if (r >= 0)
         r = step(c, s, "count specs", err);
     if (r < 0)
-        return errctx(r, err, "list specs");
+        return kiln_store_errctx(r, err, "list specs");
     ret->total = r == 1 ? sqlite3_column_int64(s, 0) : 0;
     stmt_resetp(&s);
     r = QUERY(c, list_stmt(q), &s, "list specs", err, "tii", like, (int64_t)q->limit,
@@ -803,7 +788,7 @@ static int op_job_create(void *impl, const char *spec_name, const char *revision
     if (r >= 0)
         r = step(c, s, "find spec", err);
     if (r < 0)
-        return errctx(r, err, "spec '%s': create job", spec_name);
+        return kiln_store_errctx(r, err, "spec '%s': create job", spec_name);
     if (r == 0)
         return kiln_error_set(err, KILN_ENOTFOUND, 0, "spec '%s': not found", spec_name);
     _cleanup_free_ char *json = col_str(s, 0);
@@ -815,11 +800,11 @@ static int op_job_create(void *impl, const char *spec_name, const char *revision
     r = EXEC(c, ST_JOB_INSERT, "insert job", err, "tttti", spec_name, cur ? cur : "",
              json ? json : "", target_image, now_ms(sq));
     if (r < 0)
-        return errctx(r, err, "spec '%s': create job", spec_name);
+        return kiln_store_errctx(r, err, "spec '%s': create job", spec_name);
     int64_t id = sqlite3_last_insert_rowid(c->db);
     r = tx_commit(c, err);
     if (r < 0)
-        return errctx(r, err, "spec '%s': create job", spec_name);
+        return kiln_store_errctx(r, err, "spec '%s': create job", spec_name);
     *ret_id = id;
     return 0;
 }
@@ -832,7 +817,7 @@ static int job_get(struct conn *c, int64_t id, struct kiln_store_job *ret, struc
     if (r >= 0)
         r = step(c, s, "get job", err);
     if (r < 0)
-        return errctx(r, err, "job %lld", (long long)id);
+        return kiln_store_errctx(r, err, "job %lld", (long long)id);
     if (r == 0)
         return kiln_error_set(err, KILN_ENOTFOUND, 0, "job %lld: not found", (long long)id);
     read_job(s, ret);
@@ -847,7 +832,7 @@ static int job_phase(struct conn *c, int64_t id, struct kiln_error **err)
     if (r >= 0)
         r = step(c, s, "get job phase", err);
     if (r < 0)
-        return errctx(r, err, "job %lld", (long long)id);
+        return kiln_store_errctx(r, err, "job %lld", (long long)id);
     if (r == 0)
         return kiln_error_set(err, KILN_ENOTFOUND, 0, "job %lld: not found", (long long)id);
     return (int)col_phase(s, 0);
@@ -870,7 +855,7 @@ static int op_job_list(void *impl, const char *spec_name, size_t limit, size_t o
     if (r >= 0)
         r = step(c, s, "count jobs", err);
     if (r < 0)
-        return errctx(r, err, "spec '%s': list jobs", spec_name);
+        return kiln_store_errctx(r, err, "spec '%s': list jobs", spec_name);
     ret->total = r == 1 ? sqlite3_column_int64(s, 0) : 0;
     stmt_resetp(&s);
     r = QUERY(c, ST_JOB_LIST, &s, "list jobs", err, "tii", spec_name, (int64_t)limit,
@@ -885,7 +870,7 @@ static int op_job_list(void *impl, const char *spec_name, size_t limit, size_t o
     if (r >= 0)
         r = tx_commit(c, err);
     if (r < 0)
-        return errctx(r, err, "spec '%s'", spec_name);
+        return kiln_store_errctx(r, err, "spec '%s'", spec_name);
     return 0;
 }
 
@@ -895,7 +880,7 @@ static int op_job_set_log_path(void *impl, int64_t id, const char *log_path,
     _cleanup_conn_ struct conn *c = conn_get(impl);
     int r = EXEC(c, ST_JOB_SET_LOG, "set log path", err, "it", id, log_path);
     if (r < 0)
-        return errctx(r, err, "job %lld", (long long)id);
+        return kiln_store_errctx(r, err, "job %lld", (long long)id);
     if (sqlite3_changes(c->db) == 0)
         return kiln_error_set(err, KILN_ENOTFOUND, 0, "job %lld: not found", (long long)id);
     return 0;
@@ -914,11 +899,11 @@ static int op_job_claim(void *impl, const char *worker, struct kiln_store_job *r
     if (r >= 0)
         r = step(c, s, "pick job", err);
     if (r < 0)
-        return errctx(r, err, "claim job for '%s'", worker);
+        return kiln_store_errctx(r, err, "claim job for '%s'", worker);
     if (r == 0) {
         stmt_resetp(&s);
         r = tx_commit(c, err);
-        return r < 0 ? errctx(r, err, "claim job for '%s'", worker) : 0;
+        return r < 0 ? kiln_store_errctx(r, err, "claim job for '%s'", worker) : 0;
     }
     int64_t id = sqlite3_column_int64(s, 0);
     stmt_resetp(&s);
@@ -926,14 +911,14 @@ static int op_job_claim(void *impl, const char *worker, struct kiln_store_job *r
     if (r >= 0 && sqlite3_changes(c->db) != 1)
         r = kiln_error_set(err, KILN_EINTERNAL, 0, "job %lld: no longer Pending", (long long)id);
     if (r < 0)
-        return errctx(r, err, "claim job for '%s'", worker);
+        return kiln_store_errctx(r, err, "claim job for '%s'", worker);
     struct kiln_store_job j = {0};
     r = job_get(c, id, &j, err);
     if (r >= 0)
         r = tx_commit(c, err);
     if (r < 0) {
         kiln_store_job_release(&j);
-        return errctx(r, err, "claim job for '%s'", worker);
+        return kiln_store_errctx(r, err, "claim job for '%s'", worker);
     }
     *ret = j;
     return 1;
@@ -948,7 +933,7 @@ static int op_job_finish(void *impl, int64_t id, enum kiln_job_phase phase,
     int64_t now = now_ms(sq);
     int r = tx_begin(c, true, err);
     if (r < 0)
-        return errctx(r, err, "job %lld: finish", (long long)id);
+        return kiln_store_errctx(r, err, "job %lld: finish", (long long)id);
     r = job_phase(c, id, err);
     if (r < 0)
         return r;
@@ -963,7 +948,7 @@ static int op_job_finish(void *impl, int64_t id, enum kiln_job_phase phase,
     if (r >= 0)
         r = tx_commit(c, err);
     if (r < 0)
-        return errctx(r, err, "job %lld: finish", (long long)id);
+        return kiln_store_errctx(r, err, "job %lld: finish", (long long)id);
     return 0;
 }
 
@@ -973,7 +958,7 @@ static int op_job_request_cancel(void *impl, int64_t id, struct kiln_error **err
     _cleanup_conn_ struct conn *c = conn_get(sq);
     int r = tx_begin(c, true, err);
     if (r < 0)
-        return errctx(r, err, "job %lld: cancel", (long long)id);
+        return kiln_store_errctx(r, err, "job %lld: cancel", (long long)id);
     r = job_phase(c, id, err);
     if (r < 0)
         return r;
@@ -991,7 +976,7 @@ static int op_job_request_cancel(void *impl, int64_t id, struct kiln_error **err
     if (r >= 0)
         r = tx_commit(c, err);
     if (r < 0)
-        return errctx(r, err, "job %lld: cancel", (long long)id);
+        return kiln_store_errctx(r, err, "job %lld: cancel", (long long)id);
     return result;
 }
 
@@ -1003,7 +988,7 @@ static int op_job_cancel_requested(void *impl, int64_t id, struct kiln_error **e
     if (r >= 0)
         r = step(c, s, "get cancel request", err);
     if (r < 0)
-        return errctx(r, err, "job %lld", (long long)id);
+        return kiln_store_errctx(r, err, "job %lld", (long long)id);
     if (r == 0)
         return kiln_error_set(err, KILN_ENOTFOUND, 0, "job %lld: not found", (long long)id);
     return sqlite3_column_int(s, 0) != 0;
@@ -1030,7 +1015,7 @@ static int op_recover(void *impl, bool requeue, struct kiln_error **err)
         r = tx_commit(c, err);
     }
     if (r < 0)
-        return errctx(r, err, "recover");
+        return kiln_store_errctx(r, err, "recover");
     return n;
 }
 
@@ -1057,7 +1042,7 @@ static int op_secret_put(void *impl, const char *name, const char *value, struct
     if (r >= 0)
         r = step(c, s, "find secret", err);
     if (r < 0)
-        return errctx(r, err, "secret '%s'", name);
+        return kiln_store_errctx(r, err, "secret '%s'", name);
     bool is_new = r == 0;
     stmt_resetp(&s);
     if (is_new)
@@ -1067,7 +1052,7 @@ static int op_secret_put(void *impl, const char *name, const char *value, struct
     if (r >= 0)
         r = tx_commit(c, err);
     if (r < 0)
-        return errctx(r, err, "secret '%s'", name);
+        return kiln_store_errctx(r, err, "secret '%s'", name);
     return is_new ? 1 : 0;
 }
 
@@ -1093,7 +1078,7 @@ static int op_secret_get_value(void *impl, const char *name, char **ret, struct 
     if (r >= 0)
         r = step(c, s, "get secret", err);
     if (r < 0)
-        return errctx(r, err, "secret '%s'", name);
+        return kiln_store_errctx(r, err, "secret '%s'", name);
     if (r == 0)
         return kiln_error_set(err, KILN_ENOTFOUND, 0, "secret '%s': not found", name);
     *ret = col_str(s, 0);
@@ -1107,7 +1092,7 @@ static int op_secret_delete(void *impl, const char *name, struct kiln_error **er
     _cleanup_conn_ struct conn *c = conn_get(impl);
     int r = EXEC(c, ST_SECRET_DELETE, "delete secret", err, "t", name);
     if (r < 0)
-        return errctx(r, err, "secret '%s'", name);
+        return kiln_store_errctx(r, err, "secret '%s'", name);
     if (sqlite3_changes(c->db) == 0)
         return kiln_error_set(err, KILN_ENOTFOUND, 0, "secret '%s': not found", name);
     return 0;
@@ -1123,7 +1108,7 @@ static int op_image_add(void *impl, const char *url, enum kiln_image_source sour
     int r = EXEC(c, ST_IMAGE_ADD, "add image", err, "tti", url, kiln_image_source_name(source),
                  now_ms(sq));
     if (r < 0)
-        return errctx(r, err, "image '%s'", url);
+        return kiln_store_errctx(r, err, "image '%s'", url);
     return sqlite3_changes(c->db) > 0 ? 1 : 0;
 }
 
@@ -1154,7 +1139,7 @@ static int op_setting_get(void *impl, const char *key, char **ret, struct kiln_e
     if (r >= 0)
         r = step(c, s, "get setting", err);
     if (r < 0)
-        return errctx(r, err, "setting '%s'", key);
+        return kiln_store_errctx(r, err, "setting '%s'", key);
     if (r == 0)
         return 0;
     *ret = col_str(s, 0);
@@ -1169,7 +1154,7 @@ static int op_setting_set(void *impl, const char *key, const char *value, struct
     int r = value ? EXEC(c, ST_SETTING_SET, "set setting", err, "tt", key, value)
                   : EXEC(c, ST_SETTING_DELETE, "delete setting", err, "t", key);
     if (r < 0)
-        return errctx(r, err, "setting '%s'", key);
+        return kiln_store_errctx(r, err, "setting '%s'", key);
     return 0;
 }
 
@@ -1331,5 +1316,5 @@ static int open_sqlite(const char *path, const struct kiln_store_options *opts,
 int kiln_store_open_sqlite(const char *path, const struct kiln_store_options *opts,
                            struct kiln_store **ret, struct kiln_error **err)
 {
-    return errctx(open_sqlite(path, opts, ret, err), err, "store");
+    return kiln_store_errctx(open_sqlite(path, opts, ret, err), err, "store");
 }

@@ -43,25 +43,10 @@ const char *kiln_image_source_name(enum kiln_image_source src)
     return src == KILN_IMAGE_ADMIN ? "admin" : "built";
 }
 
-/* Prefix *err (when there is one) with context; returns r, keeping its code even when err is NULL.
- */
-__attribute__((format(printf, 3, 4))) static int errctx(int r, struct kiln_error **err,
-                                                        const char *fmt, ...)
-{
-    if (r >= 0 || !err || !*err)
-        return r;
-    va_list ap;
-    va_start(ap, fmt);
-    _cleanup_free_ char *prefix = kiln_xvasprintf(fmt, ap);
-    va_end(ap);
-    kiln_error_prefix(err, "%s", prefix);
-    return r;
-}
-
 /* Results of the backend: its errors get the "store: " prefix. */
 static int backend(int r, struct kiln_error **err)
 {
-    return errctx(r, err, "store");
+    return kiln_store_errctx(r, err, "store");
 }
 
 /* ---- release functions ---- */
@@ -197,7 +182,7 @@ int kiln_store_open(const char *url, const struct kiln_store_options *opts, stru
     if (!url || !*url)
         return kiln_error_set(err, KILN_EINVAL, 0, "store: no database given");
     if (has_prefix(url, "postgres://") || has_prefix(url, "postgresql://"))
-        return kiln_error_set(err, KILN_EUNSUPPORTED, 0, "store: PostgreSQL is not supported yet");
+        return kiln_store_open_postgres(url, opts, ret, err);
     const char *path = url;
     if (has_prefix(url, "sqlite://"))
         path = url + strlen("sqlite://");
@@ -257,7 +242,7 @@ int kiln_store_spec_parse(const struct kiln_store_spec *s, struct kiln_spec **re
     int r = kiln_spec_from_json(root, ret, NULL, err);
     json_decref(root);
     if (r < 0)
-        return errctx(r, err, "store: spec '%s'", s->name ? s->name : "");
+        return kiln_store_errctx(r, err, "store: spec '%s'", s->name ? s->name : "");
     return r;
 }
 
@@ -571,4 +556,16 @@ int kiln_store_setting_set(struct kiln_store *st, const char *key, const char *v
     if (r < 0)
         return r;
     return backend(st->ops->setting_set(st->impl, key, value, err), err);
+}
+
+int kiln_store_errctx(int r, struct kiln_error **err, const char *fmt, ...)
+{
+    if (r >= 0 || !err || !*err)
+        return r;
+    va_list ap;
+    va_start(ap, fmt);
+    _cleanup_free_ char *prefix = kiln_xvasprintf(fmt, ap);
+    va_end(ap);
+    kiln_error_prefix(err, "%s", prefix);
+    return r;
 }

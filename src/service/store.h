@@ -1,6 +1,7 @@
 /*
  * The build service's store: specs, their build jobs, pull secrets, known
- * images and settings, kept in a database (SQLite now, PostgreSQL later).
+ * images and settings, kept in a database: SQLite (one machine) or
+ * PostgreSQL (several kiln processes or hosts sharing one database).
  *
  * struct kiln_store is an opaque handle over a backend: a table of function
  * pointers (struct kiln_store_ops, below) and the backend's own state. The
@@ -33,16 +34,18 @@
  * Errors: every function returns >= 0 on success, or -KILN_E<code> with *err
  * naming what failed ("store: spec 'x': not found"); the code is the same
  * when err is NULL. Database failures are -KILN_EIO (-KILN_ETIMEOUT when the
- * database stayed locked past the busy timeout, -KILN_ECONFLICT on a
- * constraint).
+ * database stayed locked past the busy timeout, or PostgreSQL gave up on a
+ * lock, a deadlock or a statement timeout; -KILN_ECONFLICT on a
+ * constraint). Messages never hold a secret's value nor a password.
  *
  * Ownership: structs filled by the store own their strings; free them with
  * the matching _release function (which accepts a zeroed struct, and leaves
  * one). Out-parameters are written only on success.
  *
  * Threads: every function is thread-safe; one store is shared by worker and
- * HTTP threads. Several processes may open the same SQLite file; a store is
- * not carried across fork() (the child opens its own).
+ * HTTP threads. Several processes may open the same SQLite file or
+ * PostgreSQL database (claims stay exclusive across them); a store is not
+ * carried across fork() (the child opens its own).
  */
 #ifndef KILN_SERVICE_STORE_H
 #define KILN_SERVICE_STORE_H
@@ -83,7 +86,7 @@ int kiln_job_phase_from_name(const char *name);
 bool kiln_job_phase_is_final(enum kiln_job_phase phase);
 
 struct kiln_store_options {
-    /* SQLite: connections in the pool (0: 4; forced to 1 for ":memory:"). */
+    /* Connections in the pool (0: 4, at most 64; SQLite: 1 for ":memory:"). */
     unsigned connections;
     /* The clock, for tests (NULL: CLOCK_REALTIME). */
     int64_t (*clock_ms)(void *userdata);
@@ -92,11 +95,12 @@ struct kiln_store_options {
 
 /*
  * Open a store. `url` is "sqlite:PATH", "sqlite://PATH" or a plain file
- * path (SQLite); "postgres://..." is -KILN_EUNSUPPORTED for now. `opts` may
- * be NULL. The database is created and migrated to the current schema as
- * needed (each migration in its own transaction, recorded in table
- * schema_version); a database newer than this kiln is -KILN_EUNSUPPORTED.
- * *ret is the caller's (kiln_store_free).
+ * path (SQLite), or a "postgres://..." / "postgresql://..." URI
+ * (PostgreSQL, passed to libpq as it is). `opts` may be NULL. The database
+ * (for PostgreSQL: its tables; the database itself must exist) is created
+ * and migrated to the current schema as needed (each migration in its own
+ * transaction, recorded in table schema_version); a database newer than
+ * this kiln is -KILN_EUNSUPPORTED. *ret is the caller's (kiln_store_free).
  */
 int kiln_store_open(const char *url, const struct kiln_store_options *opts, struct kiln_store **ret,
                     struct kiln_error **err);
@@ -110,15 +114,33 @@ int kiln_store_open(const char *url, const struct kiln_store_options *opts, stru
 int kiln_store_open_sqlite(const char *path, const struct kiln_store_options *opts,
                            struct kiln_store **ret, struct kiln_error **err);
 
+/*
+ * The PostgreSQL backend (store-pg.c). `conninfo` is anything libpq takes:
+ * a "postgresql://user:password@host:port/dbname?param=value" URI or
+ * "key=value" pairs; what it leaves out libpq may take from PG* environment
+ * variables and ~/.pgpass. Messages name the database as 'host/dbname',
+ * never with the password; a server that cannot be reached is -KILN_EIO
+ * ("store: connect to 'host/dbname': ..."), a string libpq cannot parse
+ * -KILN_EINVAL. A connection found broken is reset once before the next
+ * statement. Migrations run under pg_advisory_xact_lock, so processes that
+ * start together do not race; claims use FOR ... SKIP LOCKED.
+ */
+int kiln_store_open_postgres(const char *conninfo, const struct kiln_store_options *opts,
+                             struct kiln_store **ret, struct kiln_error **err);
+
 /* Close every connection and free the store; NULL is fine. No call may be running. */
 void kiln_store_free(struct kiln_store *st);
 void kiln_store_freep(struct kiln_store **st);
 
-/* "sqlite", ... */
+/* "sqlite" or "postgresql". */
 const char *kiln_store_backend(const struct kiln_store *st);
 /* The schema version of the open database (>= 1). */
 int kiln_store_schema_version(struct kiln_store *st, struct kiln_error **err);
-/* Check the database's integrity (PRAGMA integrity_check): 0, or -KILN_EIO naming the problem. */
+/*
+ * Check the database's integrity: 0, or -KILN_EIO naming the problem.
+ * SQLite: PRAGMA integrity_check. PostgreSQL (the server keeps its own
+ * files): every spec's latest job agrees with the jobs table.
+ */
 int kiln_store_check(struct kiln_store *st, struct kiln_error **err);
 
 /* ---- specs ---- */
@@ -177,7 +199,7 @@ enum kiln_store_spec_order {
 
 struct kiln_store_spec_query {
     const char *name_contains; /* NULL or "": every spec. Taken literally ('%', '_'
-                                  are not wildcards); ASCII case-insensitive on SQLite */
+                                  are not wildcards); ASCII case-insensitive */
     enum kiln_store_spec_order order;
     bool descending; /* reverses the main key; ties stay by name ascending */
     size_t limit;    /* 0: KILN_STORE_LIST_DEFAULT; over KILN_STORE_LIST_MAX: -KILN_EINVAL */
@@ -419,8 +441,12 @@ struct kiln_store *kiln_store_new(const struct kiln_store_ops *ops, void *impl);
  * kiln_store_like_contains: the LIKE pattern matching `s` as a substring,
  * with '\', '%' and '_' escaped by '\' (use ESCAPE '\'); the caller frees it.
  * kiln_store_now_ms: the options' clock, or CLOCK_REALTIME in ms.
+ * kiln_store_errctx: when r < 0 and *err is set, prefix the message with the
+ * formatted context; returns r (its code kept even when err is NULL).
  */
 char *kiln_store_like_contains(const char *s);
 int64_t kiln_store_now_ms(const struct kiln_store_options *opts);
+int kiln_store_errctx(int r, struct kiln_error **err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #endif

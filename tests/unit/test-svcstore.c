@@ -2,6 +2,7 @@
 #include "service/store.h"
 
 #include <dirent.h>
+#include <libpq-fe.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -10,6 +11,13 @@
 #include <time.h>
 
 #include "tap.h"
+
+/*
+ * With KILN_TEST_STORE_URL set (a PostgreSQL URL, see
+ * tests/integration/test-store-pg.sh) the backend-independent tests run on
+ * that database instead of SQLite files; it is wiped between test groups.
+ */
+static const char *pg_url;
 
 static char tmpdir[] = "/tmp/kiln-svcstore-XXXXXX";
 
@@ -34,17 +42,51 @@ static struct kiln_store *open_store(const char *path, unsigned connections)
     o.connections = connections;
     struct kiln_store *st = NULL;
     struct kiln_error *e = NULL;
-    if (kiln_store_open_sqlite(path, &o, &st, &e) < 0) {
-        printf("# open '%s': %s\n", path, e ? e->msg : "?");
+    int r =
+        pg_url ? kiln_store_open(pg_url, &o, &st, &e) : kiln_store_open_sqlite(path, &o, &st, &e);
+    if (r < 0) {
+        printf("# open '%s': %s\n", pg_url ? "(postgresql)" : path, e ? e->msg : "?");
         kiln_error_free(e);
         return NULL;
     }
     return st;
 }
 
+static void quiet(void *userdata, const char *message)
+{
+}
+
+/* `sql` on a separate raw PostgreSQL connection: the result, or NULL. */
+static PGresult *pg_raw(const char *sql)
+{
+    PGconn *db = PQconnectdb(pg_url);
+    PGresult *res = NULL;
+    PQsetNoticeProcessor(db, quiet, NULL);
+    if (PQstatus(db) == CONNECTION_OK) {
+        res = PQexec(db, sql);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK) {
+            printf("#   raw '%s': %s", sql, PQerrorMessage(db));
+            PQclear(res);
+            res = NULL;
+        }
+    } else {
+        printf("#   raw connect: %s", PQerrorMessage(db));
+    }
+    PQfinish(db);
+    return res;
+}
+
 /* The first column of the first row of `sql` on a separate raw connection. */
 static int64_t raw_int(const char *path, const char *sql)
 {
+    if (pg_url) {
+        PGresult *res = pg_raw(sql);
+        int64_t v = res && PQntuples(res) > 0 && !PQgetisnull(res, 0, 0)
+                        ? strtoll(PQgetvalue(res, 0, 0), NULL, 10)
+                        : -1;
+        PQclear(res);
+        return v;
+    }
     sqlite3 *db = NULL;
     sqlite3_stmt *s = NULL;
     int64_t v = -1;
@@ -58,6 +100,14 @@ static int64_t raw_int(const char *path, const char *sql)
 
 static char *raw_text(const char *path, const char *sql)
 {
+    if (pg_url) {
+        PGresult *res = pg_raw(sql);
+        char *v = res && PQntuples(res) > 0 && !PQgetisnull(res, 0, 0)
+                      ? kiln_xstrdup(PQgetvalue(res, 0, 0))
+                      : NULL;
+        PQclear(res);
+        return v;
+    }
     sqlite3 *db = NULL;
     sqlite3_stmt *s = NULL;
     char *v = NULL;
@@ -70,8 +120,14 @@ static char *raw_text(const char *path, const char *sql)
     return v;
 }
 
+/* SQLITE_OK (0) when it worked. */
 static int raw_exec(const char *path, const char *sql)
 {
+    if (pg_url) {
+        PGresult *res = pg_raw(sql);
+        PQclear(res);
+        return res ? SQLITE_OK : SQLITE_ERROR;
+    }
     sqlite3 *db = NULL;
     int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL);
     if (rc == SQLITE_OK)
@@ -80,14 +136,29 @@ static int raw_exec(const char *path, const char *sql)
     return rc;
 }
 
-/* specs.latest_job_id/latest_phase agree with the jobs table: the number of specs that do not. */
+#define RANK_SQL                                                                                   \
+    "(CASE s.latest_phase WHEN 'Running' THEN 0 WHEN 'Pending' THEN 1 WHEN 'Failed' THEN 2 "       \
+    "WHEN 'Cancelled' THEN 3 WHEN 'Unknown' THEN 4 WHEN 'Succeeded' THEN 5 ELSE 6 END)"
+
+/* specs.latest_job_id/latest_phase/latest_rank agree with the jobs table: the number of specs that
+ * do not. */
+#define LATEST_MISMATCHES(isnot)                                                                   \
+    "SELECT COUNT(*) FROM specs AS s WHERE s.latest_job_id " isnot                                 \
+    " (SELECT MAX(id) FROM jobs WHERE spec_name = s.name) OR s.latest_phase " isnot                \
+    " (SELECT phase FROM jobs WHERE id = (SELECT MAX(id) FROM jobs WHERE spec_name = s.name))"
 static int64_t latest_mismatches(const char *path)
 {
-    return raw_int(path,
-                   "SELECT COUNT(*) FROM specs AS s WHERE "
-                   "s.latest_job_id IS NOT (SELECT MAX(id) FROM jobs WHERE spec_name = s.name)"
-                   " OR s.latest_phase IS NOT (SELECT phase FROM jobs WHERE id = "
-                   "(SELECT MAX(id) FROM jobs WHERE spec_name = s.name))");
+    if (pg_url)
+        return raw_int(path, LATEST_MISMATCHES("IS DISTINCT FROM") " OR s.latest_rank IS "
+                                                                   "DISTINCT FROM " RANK_SQL);
+    return raw_int(path, LATEST_MISMATCHES("IS NOT") " OR s.latest_rank IS NOT " RANK_SQL);
+}
+
+/* PostgreSQL: drop every table, for a fresh start. */
+static void pg_reset(void)
+{
+    if (pg_url && raw_exec(NULL, "DROP SCHEMA public CASCADE; CREATE SCHEMA public") != SQLITE_OK)
+        printf("Bail out! cannot reset the PostgreSQL database\n");
 }
 
 static struct kiln_spec *mkspec(const char *name, const char *base, const char *apt,
@@ -180,12 +251,291 @@ static void test_migrations(void)
     ok(r == 0, "open by sqlite:// URL");
     kiln_store_free(st);
     st = NULL;
-    is_int(code(kiln_store_open("postgres://db/kiln", NULL, &st, &e), &e), KILN_EUNSUPPORTED,
-           "postgres not yet");
     is_int(code(kiln_store_open("", NULL, &st, &e), &e), KILN_EINVAL, "empty URL");
     _cleanup_free_ char *bad = kiln_xasprintf("%s/no/such/dir/x.db", tmpdir);
     is_int(code(kiln_store_open(bad, NULL, &st, &e), &e), KILN_EIO, "missing directory");
     ok(st == NULL, "no store on failure");
+}
+
+/* PostgreSQL URLs that cannot work: the errors, never with the password. No server needed. */
+static void test_pg_urls(void)
+{
+    static const struct {
+        const char *url;
+        int code;
+        const char *want;
+    } cases[] = {
+        {"postgresql://kiln:hunter2@/kiln?host=/nonexistent-kiln-dir&connect_timeout=2", KILN_EIO,
+         "store: connect to '/nonexistent-kiln-dir/kiln': "},
+        {"postgres://kiln:hunter2@/kiln?host=/nonexistent-kiln-dir&port=5433", KILN_EIO,
+         "store: connect to '/nonexistent-kiln-dir:5433/kiln': "},
+        {"postgresql://kiln:hunter2@/kiln?nosuchparam=hunter2", KILN_EINVAL,
+         "store: invalid PostgreSQL connection string"},
+        {"postgresql://kiln:hunter2@[::1/kiln", KILN_EINVAL,
+         "store: invalid PostgreSQL connection string"},
+    };
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(cases); i++) {
+        struct kiln_store *st = NULL;
+        struct kiln_error *e = NULL;
+        int r = kiln_store_open(cases[i].url, NULL, &st, &e);
+        ok(r == -cases[i].code && st == NULL && e && e->code == cases[i].code, "url %zu: code %d",
+           i, r);
+        ok(e && strncmp(e->msg, cases[i].want, strlen(cases[i].want)) == 0 &&
+               !strstr(e->msg, "hunter2"),
+           "url %zu: message without the password: %s", i, e ? e->msg : "");
+        kiln_error_free(e);
+    }
+    struct kiln_store *st = NULL;
+    is_int(kiln_store_open_postgres("", NULL, &st, NULL), -KILN_EINVAL, "empty conninfo");
+}
+
+/* PostgreSQL: migrations, re-open, a newer schema, processes opening a new database at once. */
+static void test_pg_migrations(void)
+{
+    pg_reset();
+    struct kiln_store *st = open_store(NULL, 2);
+    ok(st != NULL, "open a new PostgreSQL database");
+    if (!st)
+        return;
+    is_str(kiln_store_backend(st), "postgresql", "backend name");
+    is_int(kiln_store_schema_version(st, NULL), 2, "schema version 2 after the migrations");
+    is_int(raw_int(NULL, "SELECT COUNT(*) FROM schema_version"), 2, "two migrations recorded");
+    int64_t applied = raw_int(NULL, "SELECT applied_ms FROM schema_version WHERE version = 1");
+    is_int(put(st, "keep", "debian:12", NULL, NULL, KILN_STORE_PUT_UPSERT, NULL), 7,
+           "put a spec before re-open");
+    kiln_store_free(st);
+
+    st = open_store(NULL, 1);
+    ok(st != NULL, "re-open");
+    if (!st)
+        return;
+    is_int(kiln_store_schema_version(st, NULL), 2, "version kept");
+    is_int(raw_int(NULL, "SELECT COUNT(*) FROM schema_version"), 2, "no migration re-run");
+    is_int(raw_int(NULL, "SELECT applied_ms FROM schema_version WHERE version = 1"), applied,
+           "migration record untouched");
+    struct kiln_store_spec sp = {0};
+    is_int(kiln_store_spec_get(st, "keep", &sp, NULL), 0, "data kept across re-open");
+    kiln_store_spec_release(&sp);
+    is_int(kiln_store_check(st, NULL), 0, "integrity check ok");
+    /* The check sees a broken latest-job record. */
+    raw_exec(NULL, "ALTER TABLE jobs DISABLE TRIGGER USER");
+    raw_exec(NULL, "INSERT INTO jobs (spec_name, revision, spec_json, target_image, created_ms) "
+                   "VALUES ('keep', 'x', '{}', 'r/x', 1)");
+    struct kiln_error *e = NULL;
+    int r = kiln_store_check(st, &e);
+    ok(r == -KILN_EIO && e && strstr(e->msg, "1 specs with a wrong latest job"),
+       "integrity check finds a wrong latest job: %s", e ? e->msg : "");
+    kiln_error_free(e);
+    raw_exec(NULL, "DELETE FROM jobs");
+    raw_exec(NULL, "ALTER TABLE jobs ENABLE TRIGGER USER");
+    is_int(kiln_store_check(st, NULL), 0, "integrity check ok again");
+    kiln_store_free(st);
+
+    /* A database from a newer kiln is refused. */
+    ok(raw_exec(NULL, "INSERT INTO schema_version VALUES (99, 0)") == SQLITE_OK,
+       "pretend a newer schema");
+    e = NULL;
+    st = NULL;
+    r = kiln_store_open(pg_url, NULL, &st, &e);
+    ok(r == -KILN_EUNSUPPORTED && st == NULL, "newer schema refused");
+    ok(e && strstr(e->msg, "99"), "error names the version: %s", e ? e->msg : "");
+    kiln_error_free(e);
+
+    /* Four processes open a new database at the same moment: one migrates, all work. */
+    pg_reset();
+    enum { KIDS = 4 };
+    pid_t pids[KIDS];
+    fflush(stdout);
+    for (int k = 0; k < KIDS; k++) {
+        pids[k] = fork();
+        if (pids[k] == 0) {
+            struct kiln_store *cs = open_store(NULL, 1);
+            int v = cs ? kiln_store_schema_version(cs, NULL) : -1;
+            kiln_store_free(cs);
+            _exit(v == 2 ? 0 : 1);
+        }
+    }
+    int good = 0;
+    for (int k = 0; k < KIDS; k++) {
+        int status = 0;
+        if (pids[k] > 0 && waitpid(pids[k], &status, 0) == pids[k] && WIFEXITED(status) &&
+            WEXITSTATUS(status) == 0)
+            good++;
+    }
+    is_int(good, KIDS, "%d processes opened a new database at once", KIDS);
+    is_int(raw_int(NULL, "SELECT COUNT(*) FROM schema_version"), 2, "each migration ran once");
+}
+
+/* PostgreSQL: a connection the server dropped is reset. */
+static void test_pg_reconnect(void)
+{
+    static const char kill_sql[] =
+        "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+        "datname = current_database() AND application_name = 'kiln' AND pid <> pg_backend_pid()";
+    pg_reset();
+    struct kiln_store *st = open_store(NULL, 1);
+    ok(st != NULL, "open with one connection");
+    if (!st)
+        return;
+    is_int(put(st, "rc", "debian:12", NULL, NULL, KILN_STORE_PUT_CREATE, NULL), 7, "put");
+    is_int(raw_int(NULL, kill_sql), 1, "the server drops the store's connection");
+    struct kiln_store_spec sp = {0};
+    struct kiln_error *e = NULL;
+    int r = kiln_store_spec_get(st, "rc", &sp, &e);
+    ok(r == 0, "a read after the drop works (reconnected) %s", e ? e->msg : "");
+    kiln_store_spec_release(&sp);
+    kiln_error_free(e);
+    e = NULL;
+    raw_int(NULL, kill_sql);
+    r = put(st, "rc", "debian:12", "curl", NULL, KILN_STORE_PUT_UPDATE, &e);
+    ok(r == 6, "a transaction after the drop works (reconnected): %d %s", r, e ? e->msg : "");
+    kiln_error_free(e);
+    e = NULL;
+    /* A lone write is not run twice: it fails, and the next call reconnects. */
+    raw_int(NULL, kill_sql);
+    r = kiln_store_setting_set(st, "k", "v", &e);
+    ok(r == -KILN_EIO && e && strstr(e->msg, "connection to '"), "a lone write fails: %s",
+       e ? e->msg : "");
+    kiln_error_free(e);
+    e = NULL;
+    is_int(kiln_store_setting_set(st, "k", "v", NULL), 0, "the next one works");
+    kiln_store_free(st);
+}
+
+/* Two processes claim from one database: no job twice, every job once. */
+#define PROC_SPECS 20
+#define PROC_PER   5
+#define PROC_JOBS  (PROC_SPECS * PROC_PER)
+#define PROC_KIDS  2
+
+static int claim_child(const char *path, int fd, int go, int k)
+{
+    struct kiln_store *cs = open_store(path, 2);
+    if (!cs)
+        return 2;
+    /* Start together: the parent closes the other end when both are forked. */
+    char ch;
+    if (read(go, &ch, 1) != 0)
+        return 7;
+    close(go);
+    _cleanup_free_ char *worker = kiln_xasprintf("proc-%d", k);
+    for (;;) {
+        struct kiln_store_job j = {0};
+        int r = kiln_store_job_claim(cs, worker, &j, NULL);
+        if (r < 0)
+            return 3;
+        if (r == 1) {
+            int64_t id = j.id;
+            if (write(fd, &id, sizeof(id)) != (ssize_t)sizeof(id))
+                return 4;
+            /* "Build" a moment, so the other process gets its turns. */
+            struct timespec ts = {0, 300000};
+            nanosleep(&ts, NULL);
+            r = kiln_store_job_finish(cs, j.id, KILN_JOB_SUCCEEDED, NULL, NULL, NULL, NULL);
+            kiln_store_job_release(&j);
+            if (r < 0)
+                return 5;
+            continue;
+        }
+        int64_t counts[KILN_JOB_PHASES] = {0};
+        if (kiln_store_job_counts(cs, counts, NULL) < 0)
+            return 6;
+        if (counts[KILN_JOB_PENDING] == 0)
+            break;
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+    }
+    kiln_store_free(cs);
+    return 0;
+}
+
+static void test_claims_procs(void)
+{
+    _cleanup_free_ char *path = db_path("procs.db");
+    pg_reset();
+    struct kiln_store *st = open_store(path, 1);
+    ok(st != NULL, "store for the process claims");
+    if (!st)
+        return;
+    int64_t first = 0, last = 0;
+    for (int k = 0; k < PROC_PER; k++)
+        for (int i = 0; i < PROC_SPECS; i++) {
+            char name[32];
+            snprintf(name, sizeof(name), "proc-%02d", i);
+            if (k == 0)
+                put(st, name, "debian:12", NULL, NULL, KILN_STORE_PUT_CREATE, NULL);
+            kiln_store_job_create(st, name, NULL, "r/p", &last, NULL);
+            if (!first)
+                first = last;
+        }
+    kiln_store_free(st);
+    is_int(last - first + 1, PROC_JOBS, "%d jobs", PROC_JOBS);
+    int fds[PROC_KIDS];
+    pid_t pids[PROC_KIDS];
+    int go[2];
+    if (pipe(go) < 0) {
+        printf("Bail out! pipe: %s\n", strerror(errno));
+        exit(1);
+    }
+    fflush(stdout);
+    for (int k = 0; k < PROC_KIDS; k++) {
+        int p[2];
+        if (pipe(p) < 0) {
+            printf("Bail out! pipe: %s\n", strerror(errno));
+            exit(1);
+        }
+        pids[k] = fork();
+        if (pids[k] == 0) {
+            close(p[0]);
+            close(go[1]);
+            for (int i = 0; i < k; i++)
+                close(fds[i]);
+            _exit(claim_child(path, p[1], go[0], k));
+        }
+        close(p[1]);
+        fds[k] = p[0];
+    }
+    close(go[0]);
+    /* Both are connected by now or soon: let them go. */
+    struct timespec ts = {0, 100 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    close(go[1]);
+    int seen[PROC_JOBS] = {0};
+    int per_kid[PROC_KIDS] = {0};
+    int bad = 0;
+    for (int k = 0; k < PROC_KIDS; k++) {
+        int64_t id;
+        while (read(fds[k], &id, sizeof(id)) == (ssize_t)sizeof(id)) {
+            if (id < first || id > last)
+                bad++;
+            else
+                seen[id - first]++;
+            per_kid[k]++;
+        }
+        close(fds[k]);
+    }
+    int exited = 0;
+    for (int k = 0; k < PROC_KIDS; k++) {
+        int status = 0;
+        if (pids[k] > 0 && waitpid(pids[k], &status, 0) == pids[k] && WIFEXITED(status) &&
+            WEXITSTATUS(status) == 0)
+            exited++;
+        else
+            printf("#   claimer %d: status %d\n", k, status);
+    }
+    is_int(exited, PROC_KIDS, "both claimer processes finished");
+    int once = 0, twice = 0;
+    for (int i = 0; i < PROC_JOBS; i++) {
+        once += seen[i] == 1;
+        twice += seen[i] > 1;
+    }
+    is_int(twice + bad, 0, "no job claimed by two processes");
+    is_int(once, PROC_JOBS, "every job claimed exactly once");
+    printf("# claims per process: %d, %d\n", per_kid[0], per_kid[1]);
+    ok(per_kid[0] > 0 && per_kid[1] > 0, "both processes claimed jobs");
+    is_int(raw_int(path, "SELECT COUNT(*) FROM jobs WHERE phase = 'Succeeded' AND attempt = 1"),
+           PROC_JOBS, "all Succeeded at the first attempt");
+    is_int(latest_mismatches(path), 0, "every spec's latest job is right");
 }
 
 static void test_specs(struct kiln_store *st)
@@ -862,9 +1212,11 @@ static void test_crash(void)
     int r = kiln_store_check(st, &e);
     ok(r == 0, "store integrity check ok %s", e ? e->msg : "");
     kiln_error_free(e);
-    _cleanup_free_ char *ic = raw_text(path, "PRAGMA integrity_check");
-    is_str(ic, "ok", "PRAGMA integrity_check");
-    is_int(raw_int(path, "PRAGMA foreign_key_check"), -1, "no dangling foreign keys");
+    if (!pg_url) {
+        _cleanup_free_ char *ic = raw_text(path, "PRAGMA integrity_check");
+        is_str(ic, "ok", "PRAGMA integrity_check");
+        is_int(raw_int(path, "PRAGMA foreign_key_check"), -1, "no dangling foreign keys");
+    }
     is_int(latest_mismatches(path), 0, "every spec's latest job is right");
     int64_t jobs = raw_int(path, "SELECT COUNT(*) FROM jobs");
     printf("# %lld jobs written before the kill\n", (long long)jobs);
@@ -1042,8 +1394,16 @@ int main(void)
         printf("Bail out! mkdtemp: %s\n", strerror(errno));
         return 1;
     }
-    test_migrations();
+    pg_url = getenv("KILN_TEST_STORE_URL");
+    if (pg_url && !*pg_url)
+        pg_url = NULL;
+    test_pg_urls();
+    if (pg_url)
+        test_pg_migrations();
+    else
+        test_migrations();
 
+    pg_reset();
     _cleanup_free_ char *path = db_path("main.db");
     struct kiln_store *st = open_store(path, 0);
     ok(st != NULL, "open main store");
@@ -1058,14 +1418,26 @@ int main(void)
         /* Jobs deleted by hand (no API does it): the latest goes back one. */
         raw_exec(path, "DELETE FROM jobs WHERE id = (SELECT MAX(id) FROM jobs)");
         is_int(latest_mismatches(path), 0, "latest job right after a job is deleted");
+        raw_exec(path, "DELETE FROM jobs WHERE spec_name = 'job1'");
+        struct kiln_store_spec sp = {0};
+        kiln_store_spec_get(st, "job1", &sp, NULL);
+        is_int(sp.job_id, 0, "no latest job after all its jobs are deleted");
+        kiln_store_spec_release(&sp);
+        is_int(latest_mismatches(path), 0, "latest job right after all of a spec's are deleted");
         kiln_store_free(st);
     }
     kiln_store_free(NULL);
+    pg_reset();
     test_claims();
+    test_claims_procs();
+    pg_reset();
     test_crash();
-    /* Slow under valgrind: KILN_TEST_NO_BENCH=1 skips it. */
-    if (!getenv("KILN_TEST_NO_BENCH"))
+    if (pg_url)
+        test_pg_reconnect();
+    /* Slow under valgrind: KILN_TEST_NO_BENCH=1 skips it. SQLite only (it fills the file). */
+    if (!getenv("KILN_TEST_NO_BENCH") && !pg_url)
         test_bench();
+    pg_reset();
     rm_tmpdir();
     return tap_done();
 }

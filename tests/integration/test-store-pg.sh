@@ -1,0 +1,187 @@
+#!/bin/sh
+# TAP test: the service store's tests (tests/unit/test-svcstore) on the
+# PostgreSQL backend, against a private PostgreSQL 15 server: its own data
+# directory under /tmp, a Unix socket in that directory, no TCP port
+# (listen_addresses=''), trust authentication on the socket. The server is
+# stopped and the directory removed on exit, also on failure.
+# usage: test-store-pg.sh TEST_SVCSTORE...   (each program runs in turn)
+# KILN_TEST_KILN: a kiln binary; then `kiln serve --store` is checked too.
+# KILN_PG_BIN: the PostgreSQL bin directory (default /usr/lib/postgresql/15/bin).
+set -u
+if [ $# -eq 0 ]; then
+    echo "Bail out! usage: test-store-pg.sh TEST_SVCSTORE..."
+    exit 1
+fi
+for b in "$@"; do
+    if [ ! -x "$b" ]; then
+        echo "Bail out! test program '$b' is not an executable"
+        exit 1
+    fi
+done
+
+PGBIN=${KILN_PG_BIN:-/usr/lib/postgresql/15/bin}
+for t in initdb pg_ctl createdb; do
+    if [ ! -x "$PGBIN/$t" ]; then
+        echo "1..0 # SKIP PostgreSQL 15 not installed ($PGBIN/$t is missing)"
+        exit 0
+    fi
+done
+
+# initdb and postgres refuse to run as root: run them as 'postgres' then.
+AS=
+if [ "$(id -u)" -eq 0 ]; then
+    if ! id postgres >/dev/null 2>&1; then
+        echo "1..0 # SKIP running as root and there is no 'postgres' user to run the server"
+        exit 0
+    fi
+    if ! command -v runuser >/dev/null 2>&1; then
+        echo "1..0 # SKIP running as root and runuser is missing"
+        exit 0
+    fi
+    AS="runuser -u postgres --"
+fi
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/kiln-test-pg.XXXXXX") || {
+    echo "Bail out! mktemp failed"
+    exit 1
+}
+STARTED=
+cleanup() {
+    if [ -n "${SERVE_PID:-}" ]; then
+        kill -TERM "$SERVE_PID" 2>/dev/null
+        wait "$SERVE_PID" 2>/dev/null
+    fi
+    if [ -n "$STARTED" ]; then
+        $AS "$PGBIN/pg_ctl" -D "$T/data" -m immediate -w stop >/dev/null 2>&1
+    fi
+    rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT TERM HUP
+
+bail() { # bail MESSAGE LOG
+    echo "Bail out! $1"
+    [ -f "$2" ] && sed 's/^/# /' "$2"
+    exit 1
+}
+
+if [ -n "$AS" ]; then
+    chown postgres "$T" || bail "cannot give '$T' to postgres" /dev/null
+fi
+chmod 700 "$T"
+
+# A UTF-8 database whose default collation is not byte order (ICU en-US,
+# where "a_b" sorts before "Alpha"), so an ORDER BY that forgets COLLATE "C"
+# shows; plain C.UTF-8 when the server has no ICU.
+LOCALE="ICU en-US"
+if ! $AS "$PGBIN/initdb" -D "$T/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 \
+    --locale-provider=icu --icu-locale=en-US >"$T/initdb.log" 2>&1; then
+    rm -rf "$T/data"
+    LOCALE=C.UTF-8
+    $AS "$PGBIN/initdb" -D "$T/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 \
+        >"$T/initdb.log" 2>&1 || bail "initdb failed" "$T/initdb.log"
+fi
+$AS "$PGBIN/pg_ctl" -D "$T/data" -l "$T/server.log" -w -t 60 \
+    -o "-c listen_addresses='' -c unix_socket_directories='$T' -c fsync=off" \
+    start >"$T/pg_ctl.log" 2>&1 || bail "the PostgreSQL server did not start" "$T/server.log"
+STARTED=1
+$AS "$PGBIN/createdb" -h "$T" -U postgres kiln >"$T/createdb.log" 2>&1 ||
+    bail "createdb failed" "$T/createdb.log"
+
+URL="postgresql:///kiln?host=$T&user=postgres"
+echo "# PostgreSQL $("$PGBIN/pg_ctl" --version | awk '{print $3}') in $T, locale $LOCALE"
+
+# Each program prints its own TAP; several are joined into one stream.
+n=0
+fails=0
+for b in "$@"; do
+    echo "# $b"
+    KILN_TEST_STORE_URL=$URL KILN_TEST_NO_BENCH=1 "$b" >"$T/out" 2>"$T/err"
+    st=$?
+    while IFS= read -r line; do
+        case $line in
+        "ok "* | "not ok "*)
+            n=$((n + 1))
+            case $line in "not ok "*) fails=$((fails + 1)) ;; esac
+            # renumber: "ok 12 - x" -> "ok $n - x"
+            printf '%s\n' "$line" | sed "s/^\(not \)\{0,1\}ok [0-9]*/\1ok $n/"
+            ;;
+        1..*) ;;
+        *) printf '%s\n' "$line" ;;
+        esac
+    done <"$T/out"
+    if [ -s "$T/err" ]; then
+        sed 's/^/# stderr: /' "$T/err"
+    fi
+    n=$((n + 1))
+    if [ "$st" -eq 0 ]; then
+        echo "ok $n - $b exited 0"
+    else
+        echo "not ok $n - $b exited $st"
+        fails=$((fails + 1))
+    fi
+done
+# kiln serve --store on the same server (KILN_TEST_KILN: the kiln binary):
+# a spec saved through the API is in PostgreSQL, survives a restart, and no
+# SQLite file is made in the data directory.
+t() { # t COND_STATUS DESCRIPTION
+    n=$((n + 1))
+    if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else
+        echo "not ok $n - $2"
+        fails=$((fails + 1))
+    fi
+}
+SERVE_PID=
+serve_start() {
+    : >"$T/serve.err"
+    env -u KILN_REGISTRY_ENDPOINT -u PRIMEHUB_CUSTOM_IMAGE_REGISTRY_ENDPOINT \
+        KILN_ADMIN_TOKEN=pg-test-token "$KILN_TEST_KILN" serve --store "$SURL" \
+        --listen 127.0.0.1:0 --data-dir "$T/serve" </dev/null 2>>"$T/serve.err" &
+    SERVE_PID=$!
+    i=0
+    while [ $i -lt 200 ] && ! grep -q 'listening on http' "$T/serve.err"; do
+        kill -0 "$SERVE_PID" 2>/dev/null || break
+        sleep 0.1
+        i=$((i + 1))
+    done
+    API=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$T/serve.err" | head -n 1)
+    [ -n "$API" ]
+}
+serve_stop() {
+    [ -n "$SERVE_PID" ] || return 0
+    kill -TERM "$SERVE_PID" 2>/dev/null
+    wait "$SERVE_PID" 2>/dev/null
+    SERVE_PID=
+}
+if [ -n "${KILN_TEST_KILN:-}" ] && [ -x "$KILN_TEST_KILN" ] && command -v curl >/dev/null 2>&1; then
+    $AS "$PGBIN/createdb" -h "$T" -U postgres kilnserve >"$T/createdb2.log" 2>&1 ||
+        bail "createdb kilnserve failed" "$T/createdb2.log"
+    SURL="postgresql:///kilnserve?host=$T&user=postgres"
+    mkdir -p "$T/serve"
+    serve_start
+    t $? "kiln serve --store postgresql://... starts"
+    [ -n "$API" ] || sed 's/^/# serve: /' "$T/serve.err"
+    code=$(curl -s -o "$T/post.json" -w '%{http_code}' -H 'Authorization: Bearer pg-test-token' \
+        -H 'Content-Type: application/json' -X POST "$API/api/v1/specs" \
+        --data '{"name":"pg-spec","baseImage":"127.0.0.1:5000/kiln/base:bookworm","packages":{"apt":["curl"]}}')
+    [ "$code" = 201 ]
+    t $? "POST /api/v1/specs answers 201 ($code)"
+    serve_stop
+    serve_start
+    t $? "kiln serve starts again on the same database"
+    code=$(curl -s -o "$T/get.json" -w '%{http_code}' -H 'Authorization: Bearer pg-test-token' \
+        "$API/api/v1/specs/pg-spec")
+    [ "$code" = 200 ] && grep -q '"pg-spec"' "$T/get.json"
+    t $? "the spec is still there after the restart ($code)"
+    serve_stop
+    [ ! -e "$T/serve/kiln.db" ]
+    t $? "no SQLite database in the data directory"
+    n_specs=$($AS "$PGBIN/psql" -h "$T" -U postgres -d kilnserve -At -c "SELECT count(*) FROM specs WHERE name = 'pg-spec'" 2>/dev/null)
+    [ "$n_specs" = 1 ]
+    t $? "the spec row is in PostgreSQL (psql: $n_specs)"
+else
+    echo "# kiln serve --store: skipped (no KILN_TEST_KILN binary or no curl)"
+fi
+
+echo "1..$n"
+[ "$fails" -eq 0 ]
