@@ -5,7 +5,9 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <strings.h>
 #include <sys/stat.h>
@@ -23,14 +25,15 @@
 #include "util/strv.h"
 
 #define DEFAULT_TIMEOUT_MS (2L * 3600 * 1000)
-/* How often the supervisor looks at the store's cancel flags and the clocks. */
+/* How often the supervisor looks at the store's cancel flags and the clocks (at most). */
 #define TICK_MS 1000
 /* How often an idle worker looks for jobs queued by another process. */
 #define IDLE_POLL_MS 2000
 /* The longest log line written (longer lines are cut). */
 #define LOG_LINE_MAX (64 * 1024)
 
-enum cancel_reason { CANCEL_NONE, CANCEL_USER, CANCEL_TIMEOUT, CANCEL_STOP };
+/* CANCEL_LOST (the job is no longer ours: its lease expired) overrides the others. */
+enum cancel_reason { CANCEL_NONE, CANCEL_USER, CANCEL_TIMEOUT, CANCEL_STOP, CANCEL_LOST };
 
 struct worker {
     struct kiln_jobs *j;
@@ -40,8 +43,12 @@ struct worker {
     /* guarded by j->mu */
     int64_t job_id;      /* 0: idle */
     int64_t job_started; /* monotonic ms */
+    int64_t last_beat;   /* monotonic ms of the claim or the last lease renewal */
+    bool finishing;      /* the result is being recorded: renewals no longer count */
+    /* the supervisor's own */
+    bool beat_failing;
     /* read by the engine's threads without the lock */
-    atomic_int cancel; /* enum cancel_reason: the first reason wins */
+    atomic_int cancel; /* enum cancel_reason: the first reason wins (but CANCEL_LOST) */
 };
 
 struct kiln_jobs {
@@ -49,6 +56,9 @@ struct kiln_jobs {
     char *data_dir;
     char *logs_dir;
     long timeout_ms;
+    long beat_ms;                   /* renew a running job's lease this often */
+    long lease_ms;                  /* a lease not renewed this long has expired */
+    bool requeue;                   /* recovered jobs: Pending again, else Failed 'interrupted' */
     struct kiln_registry_config rc; /* strings owned; rc.push borrowed */
     struct kiln_build_options tmpl; /* pointers borrowed from the caller */
     bool have_tmpl;
@@ -79,6 +89,14 @@ static int64_t mono_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The store's clock (CLOCK_REALTIME): leases are compared across processes. */
+static int64_t real_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
@@ -444,6 +462,9 @@ static void run_job(struct worker *w, struct kiln_store_job *job)
     } else if (why == CANCEL_STOP) {
         phase = KILN_JOB_CANCELLED;
         msg = kiln_xstrdup("kiln serve stopped");
+    } else if (why == CANCEL_LOST) {
+        phase = KILN_JOB_CANCELLED;
+        msg = kiln_xstrdup("the job's lease expired: it was recovered by another kiln serve");
     } else {
         phase = KILN_JOB_FAILED;
         msg = redact(&l, err && err->msg ? err->msg : "build failed");
@@ -466,12 +487,27 @@ static void run_job(struct worker *w, struct kiln_store_job *job)
     }
 
     kiln_error_free(TAKE_PTR(err));
-    int r = kiln_store_job_finish(j->st, job->id, phase, digest, url, msg, &err);
+    pthread_mutex_lock(&j->mu);
+    w->finishing = true;
+    /* the supervisor may have found the job lost since the build ended */
+    bool lost = atomic_load(&w->cancel) == CANCEL_LOST;
+    pthread_mutex_unlock(&j->mu);
+    /* A lost job is not ours: it may already run elsewhere. finish_as refuses it anyway. */
+    int r = lost ? -KILN_ECONFLICT
+                 : kiln_store_job_finish_as(j->st, job->id, w->name, phase, digest, url, msg, &err);
     if (r == -KILN_ENOTFOUND)
         kiln_log(KILN_LOG_INFO, "job %" PRId64 ": deleted with its spec", job->id);
+    else if (r == -KILN_ECONFLICT)
+        kiln_log(KILN_LOG_WARN,
+                 "job %" PRId64 ": no longer ours (its lease expired and it was recovered): "
+                 "its result (%s) is not recorded%s%s",
+                 job->id, kiln_job_phase_name(phase), err ? ": " : "", err ? err->msg : "");
     else if (r < 0)
         kiln_log(KILN_LOG_WARN, "job %" PRId64 ": cannot record the result: %s", job->id, err->msg);
-    if (phase == KILN_JOB_SUCCEEDED)
+    if (r == -KILN_ECONFLICT)
+        kiln_log(KILN_LOG_INFO, "job %" PRId64 " (%s-%s): dropped after %.1f s", job->id,
+                 job->spec_name, job->revision, secs);
+    else if (phase == KILN_JOB_SUCCEEDED)
         kiln_log(KILN_LOG_INFO, "job %" PRId64 " (%s-%s): Succeeded in %.1f s: %s@%s", job->id,
                  job->spec_name, job->revision, secs, url, digest);
     else
@@ -513,6 +549,8 @@ static void *worker_main(void *arg)
             atomic_store(&w->cancel, CANCEL_NONE);
             w->job_id = job.id;
             w->job_started = mono_ms();
+            w->last_beat = w->job_started; /* the claim set the heartbeat */
+            w->finishing = false;
             j->busy++;
             /* stopping began between the check and the claim: do not start it */
             if (j->stopping)
@@ -523,6 +561,7 @@ static void *worker_main(void *arg)
 
             pthread_mutex_lock(&j->mu);
             w->job_id = 0;
+            w->finishing = false;
             j->busy--;
             atomic_store(&w->cancel, CANCEL_NONE);
             pthread_cond_broadcast(&j->idle);
@@ -548,15 +587,70 @@ static bool try_cancel(struct worker *w, int reason)
     return atomic_compare_exchange_strong(&w->cancel, &none, reason);
 }
 
-/* Every second: cancels asked for in the store (maybe by another process), timeouts. */
+/*
+ * Renew the lease of job `id` run by `w` (without j->mu held). When the job
+ * is no longer ours, cancel the build (CANCEL_LOST: it is not finished).
+ */
+static void renew_lease(struct kiln_jobs *j, struct worker *w, int64_t id, int64_t now)
+{
+    _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
+    int r = kiln_store_job_heartbeat(j->st, id, w->name, &err);
+    if (r < 0) {
+        /* retried at the next tick; said once */
+        if (!w->beat_failing)
+            kiln_log(KILN_LOG_WARN, "job %" PRId64 ": cannot renew the lease: %s", id, err->msg);
+        w->beat_failing = true;
+        return;
+    }
+    if (w->beat_failing)
+        kiln_log(KILN_LOG_INFO, "job %" PRId64 ": lease renewed again", id);
+    w->beat_failing = false;
+    pthread_mutex_lock(&j->mu);
+    if (w->job_id == id && !w->finishing) {
+        if (r == 1)
+            w->last_beat = now;
+        else if (atomic_exchange(&w->cancel, CANCEL_LOST) != CANCEL_LOST)
+            kiln_log(KILN_LOG_WARN,
+                     "job %" PRId64 ": no longer Running on %s (its lease expired and another "
+                     "kiln serve recovered it, or it was deleted): stopping the build",
+                     id, w->name);
+    }
+    pthread_mutex_unlock(&j->mu);
+}
+
+/* Recover the jobs whose lease expired (a kiln serve that died elsewhere). */
+static void sweep_leases(struct kiln_jobs *j)
+{
+    _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
+    int r = kiln_store_recover(j->st, real_ms() - j->lease_ms, j->requeue, &err);
+    if (r < 0) {
+        kiln_log(KILN_LOG_WARN, "recover jobs whose lease expired: %s", err->msg);
+        return;
+    }
+    if (r == 0)
+        return;
+    kiln_log(KILN_LOG_WARN, "%d job%s whose lease expired (its kiln serve is gone): %s", r,
+             r == 1 ? "" : "s", j->requeue ? "queued again" : "failed as 'interrupted'");
+    if (j->requeue)
+        kiln_jobs_wake(j);
+}
+
+/*
+ * Every second (or beat_ms when shorter): cancels asked for in the store
+ * (maybe by another process), timeouts, lease renewals every beat_ms, and
+ * every lease_ms / 2 the sweep of expired leases.
+ */
 static void *supervisor_main(void *arg)
 {
     struct kiln_jobs *j = arg;
     int64_t *ids = kiln_xmalloc(sizeof(*ids) * (size_t)j->n);
+    int64_t *beats = kiln_xmalloc(sizeof(*beats) * (size_t)j->n);
+    long tick = j->beat_ms < TICK_MS ? j->beat_ms : TICK_MS;
+    int64_t next_sweep = mono_ms() + j->lease_ms / 2;
     pthread_mutex_lock(&j->mu);
     while (!j->supervisor_stop) {
         /* wake at the next tick, or sooner when a build's time is up before it */
-        long wait_ms = TICK_MS;
+        long wait_ms = tick;
         int64_t before = mono_ms();
         for (int i = 0; i < j->n; i++) {
             struct worker *w = &j->w[i];
@@ -566,6 +660,8 @@ static void *supervisor_main(void *arg)
             if (left < wait_ms)
                 wait_ms = left > 0 ? (long)left : 0;
         }
+        if (next_sweep - before < wait_ms)
+            wait_ms = next_sweep > before ? (long)(next_sweep - before) : 0;
         struct timespec ts;
         deadline_after(&ts, wait_ms);
         pthread_cond_timedwait(&j->tick, &j->mu, &ts);
@@ -574,8 +670,14 @@ static void *supervisor_main(void *arg)
         int64_t now = mono_ms();
         for (int i = 0; i < j->n; i++) {
             struct worker *w = &j->w[i];
-            ids[i] = 0;
-            if (!w->job_id || atomic_load(&w->cancel) != CANCEL_NONE)
+            ids[i] = beats[i] = 0;
+            if (!w->job_id)
+                continue;
+            int why = atomic_load(&w->cancel);
+            /* a cancelled build still holds its job until it is finished */
+            if (why != CANCEL_LOST && !w->finishing && now - w->last_beat >= j->beat_ms)
+                beats[i] = w->job_id;
+            if (why != CANCEL_NONE)
                 continue;
             if (now - w->job_started >= j->timeout_ms) {
                 if (try_cancel(w, CANCEL_TIMEOUT))
@@ -585,6 +687,9 @@ static void *supervisor_main(void *arg)
             ids[i] = w->job_id;
         }
         pthread_mutex_unlock(&j->mu);
+        for (int i = 0; i < j->n; i++)
+            if (beats[i])
+                renew_lease(j, &j->w[i], beats[i], now);
         for (int i = 0; i < j->n; i++) {
             if (!ids[i])
                 continue;
@@ -597,10 +702,15 @@ static void *supervisor_main(void *arg)
                 pthread_mutex_unlock(&j->mu);
             }
         }
+        if (now >= next_sweep) {
+            next_sweep = now + j->lease_ms / 2;
+            sweep_leases(j);
+        }
         pthread_mutex_lock(&j->mu);
     }
     pthread_mutex_unlock(&j->mu);
     free(ids);
+    free(beats);
     return NULL;
 }
 
@@ -628,6 +738,67 @@ static char *dup_or_null(const char *s)
     return s ? kiln_xstrdup(s) : NULL;
 }
 
+/* "<pid>" or "<pid>/<n>" (decimal, no sign): true and *ret_pid. */
+static bool parse_worker_pid(const char *s, pid_t *ret_pid)
+{
+    long long pid = 0;
+    size_t i = 0;
+    for (; s[i] >= '0' && s[i] <= '9'; i++) {
+        pid = pid * 10 + (s[i] - '0');
+        if (pid > INT_MAX)
+            return false;
+    }
+    if (i == 0 || pid <= 0)
+        return false;
+    if (s[i] == '/') {
+        size_t k = ++i;
+        while (s[i] >= '0' && s[i] <= '9')
+            i++;
+        if (i == k)
+            return false;
+    }
+    if (s[i] != '\0')
+        return false;
+    *ret_pid = (pid_t)pid;
+    return true;
+}
+
+/*
+ * At start: recover the jobs of dead processes of this host at once. Only
+ * when `base` is "<host>-<our pid>": then the workers "<host>-<P>" and
+ * "<host>-<P>/<n>" whose process P is gone, or is us (a previous process
+ * with our pid), are dead. Returns how many jobs were recovered.
+ */
+static int recover_dead_local(struct kiln_jobs *j, const char *base, struct kiln_error **err)
+{
+    pid_t self = getpid();
+    char suffix[32];
+    snprintf(suffix, sizeof(suffix), "-%ld", (long)self);
+    size_t bl = strlen(base), sl = strlen(suffix);
+    if (bl <= sl || strcmp(base + bl - sl, suffix) != 0)
+        return 0;
+    size_t prefix_len = bl - sl + 1; /* "<host>-" */
+    struct kiln_strv names = KILN_STRV_INIT;
+    int r = kiln_store_running_workers(j->st, &names, err);
+    int n = 0;
+    for (size_t i = 0; r >= 0 && i < names.n; i++) {
+        const char *name = names.v[i];
+        pid_t pid;
+        if (strncmp(name, base, prefix_len) != 0 || !parse_worker_pid(name + prefix_len, &pid))
+            continue;
+        if (pid != self && !(kill(pid, 0) < 0 && errno == ESRCH))
+            continue; /* alive (or not ours to signal): its lease tells */
+        r = kiln_store_recover_worker(j->st, name, j->requeue, err);
+        if (r > 0) {
+            kiln_log(KILN_LOG_INFO, "worker %s is gone: %d job%s recovered", name, r,
+                     r == 1 ? "" : "s");
+            n += r;
+        }
+    }
+    kiln_strv_release(&names);
+    return r < 0 ? r : n;
+}
+
 int kiln_jobs_start(const struct kiln_jobs_options *o, struct kiln_jobs **ret,
                     struct kiln_error **err)
 {
@@ -637,6 +808,17 @@ int kiln_jobs_start(const struct kiln_jobs_options *o, struct kiln_jobs **ret,
         return kiln_error_set(err, KILN_EINVAL, 0, "jobs: %d workers: want 1 to 256", o->workers);
     if (o->job_timeout_ms < 0)
         return kiln_error_set(err, KILN_EINVAL, 0, "jobs: negative job timeout");
+    if (o->beat_ms < 0 || o->lease_ms < 0)
+        return kiln_error_set(err, KILN_EINVAL, 0, "jobs: negative lease time");
+    long lease_ms = o->lease_ms > 0 ? o->lease_ms : KILN_JOBS_LEASE_MS;
+    long beat_ms = o->beat_ms > 0                     ? o->beat_ms
+                   : lease_ms / 6 < KILN_JOBS_BEAT_MS ? lease_ms / 6
+                                                      : KILN_JOBS_BEAT_MS;
+    if (beat_ms < 1 || beat_ms >= lease_ms)
+        return kiln_error_set(err, KILN_EINVAL, 0,
+                              "jobs: a lease of %ld ms renewed every %ld ms: want a renewal "
+                              "shorter than the lease",
+                              lease_ms, beat_ms);
 
     struct kiln_jobs *j = kiln_xmalloc(sizeof(*j));
     memset(j, 0, sizeof(*j));
@@ -648,6 +830,9 @@ int kiln_jobs_start(const struct kiln_jobs_options *o, struct kiln_jobs **ret,
     j->data_dir = kiln_xstrdup(o->data_dir);
     j->logs_dir = kiln_xasprintf("%s/logs", o->data_dir);
     j->timeout_ms = o->job_timeout_ms > 0 ? o->job_timeout_ms : DEFAULT_TIMEOUT_MS;
+    j->beat_ms = beat_ms;
+    j->lease_ms = lease_ms;
+    j->requeue = o->requeue_interrupted;
     j->rc.configured = o->registry.configured;
     j->rc.endpoint = dup_or_null(o->registry.endpoint);
     j->rc.repo_prefix = dup_or_null(o->registry.repo_prefix);
@@ -674,7 +859,12 @@ int kiln_jobs_start(const struct kiln_jobs_options *o, struct kiln_jobs **ret,
         jobs_free(j);
         return kiln_error_prefix(err, "jobs: log directory");
     }
-    r = kiln_store_recover(j->st, o->requeue_interrupted, err);
+    /* jobs whose lease expired, then those of dead processes of this host */
+    r = kiln_store_recover(j->st, real_ms() - j->lease_ms, j->requeue, err);
+    if (r >= 0) {
+        int d = recover_dead_local(j, base, err);
+        r = d < 0 ? d : r + d;
+    }
     if (r < 0) {
         jobs_free(j);
         return kiln_error_prefix(err, "jobs: recover interrupted jobs");

@@ -16,10 +16,32 @@
  * worker on the same database) works too. A job running longer than
  * job_timeout_ms is cancelled and finished Failed with "timed out after N s".
  *
- * Start: kiln_jobs_start() first recovers jobs left Running by a dead
- * process (kiln_store_recover: Failed 'interrupted', or Pending again with
- * requeue_interrupted), then starts the workers. With no registry
- * configured (registry.configured false) no worker claims anything.
+ * Leases (store.h): several processes (hosts) may share one database. Each
+ * running job is leased to the worker that claimed it; the supervisor renews
+ * the lease every beat_ms (kiln_store_job_heartbeat). When a renewal finds
+ * the job no longer ours (another process found the lease expired and
+ * recovered it), the build is cancelled and the job left alone: not
+ * finished, since it may already run elsewhere. Jobs are finished with
+ * kiln_store_job_finish_as, so a worker can never overwrite a job that is
+ * no longer its own. Leases are reckoned on CLOCK_REALTIME: the store must
+ * keep that clock (no clock_ms in its options).
+ *
+ * Recovery (kiln_store_recover: Failed 'interrupted', or Pending again with
+ * requeue_interrupted) of jobs left Running by a dead process:
+ *  - at start, jobs whose lease expired (heartbeat older than lease_ms, or
+ *    none), and at once the jobs of a dead process of this host: when the
+ *    worker name is "<host>-<pid>" with this process's pid (what kiln serve
+ *    uses), Running jobs of workers named "<host>-<P>" or "<host>-<P>/<n>"
+ *    whose process P is gone (kill(P, 0) fails with ESRCH) or is this very
+ *    process (a previous life with the same pid, as in a container) are
+ *    recovered without waiting for their lease (so kill -9 and a restart
+ *    recover at once). Processes that share a host name must share the
+ *    PID namespace too;
+ *  - while running, every lease_ms / 2 the supervisor recovers the jobs
+ *    whose lease expired, so a dead host's jobs come back within about 1.5
+ *    leases. This process's own workers keep renewing theirs.
+ * With no registry configured (registry.configured false) no worker claims
+ * anything (recovery still runs).
  * Pull secrets: a spec's pullSecret names a stored secret whose
  * dockerconfigjson gives the credentials for the base image's registry;
  * without one, the push credentials are used when the base image lives on
@@ -49,13 +71,25 @@ struct kiln_registry_config {
     const struct kiln_registry_options *push; /* credentials and TLS for the endpoint */
 };
 
+/* How often a worker renews the lease of its running job (default). */
+#define KILN_JOBS_BEAT_MS 10000L
+/* How long a lease lasts without a renewal (default). */
+#define KILN_JOBS_LEASE_MS 60000L
+
 struct kiln_jobs_options {
     struct kiln_store *store; /* borrowed */
     const char *data_dir;     /* logs in DATA/logs, the build store in DATA */
     int workers;              /* 0: 1 */
     long job_timeout_ms;      /* 0: 2 h */
     bool requeue_interrupted;
-    const char *worker_name; /* e.g. "host-pid"; NULL: "kiln-<pid>" */
+    const char *worker_name; /* e.g. "host-pid"; NULL: "kiln-<pid>". Workers are named
+                                "NAME" (1 worker) or "NAME/<n>" */
+    /* Leases (for tests): renew every beat_ms (0: KILN_JOBS_BEAT_MS, or
+     * lease_ms / 6 when that is shorter), expire after lease_ms (0:
+     * KILN_JOBS_LEASE_MS). beat_ms must be below lease_ms, else -KILN_EINVAL;
+     * every process sharing a database should use the same lease_ms. */
+    long beat_ms;
+    long lease_ms;
     struct kiln_registry_config registry;
     /* Template of every build: runtime, format, plan (pip index), base
      * registry TLS settings (credentials come from the spec's pull secret),

@@ -40,6 +40,11 @@
  * pass over a job whose row or spec row another transaction holds for the
  * moment, and take the next one.
  *
+ * Leases: a heartbeat is one autocommit UPDATE of the job's row (it locks
+ * nothing else and fires no trigger); a recover locks the spec rows of the
+ * jobs it takes first, as above. Times are the client's clock, as for every
+ * other column: hosts sharing a database need clocks that agree.
+ *
  * Migrations: the same versions as the SQLite schema (schema_version), each
  * in a transaction that first takes pg_advisory_xact_lock, so processes
  * starting together migrate one after the other. Names (spec, secret, image
@@ -173,10 +178,18 @@ static const char schema_v2[] =
     "  RETURN NULL;\n"
     "END $$;\n";
 
+/*
+ * v3: jobs.heartbeat_ms, the last renewal of a Running job's lease (set by
+ * the claim and kiln_store_job_heartbeat); NULL for jobs claimed before,
+ * whose lease counts as expired.
+ */
+static const char schema_v3[] = "ALTER TABLE jobs ADD COLUMN heartbeat_ms BIGINT;\n";
+
 /* Migration i takes the schema from version i to i + 1; append, never edit (as in SQLite's). */
 static const char *const migrations[] = {
     schema_v1,
     schema_v2,
+    schema_v3,
 };
 
 #define SCHEMA_VERSION ((int)KILN_ARRAY_SIZE(migrations))
@@ -188,7 +201,12 @@ static const char *const migrations[] = {
 #define JOB_COLS                                                                                   \
     "id, spec_name, revision, spec_json, target_image, phase, created_ms, started_ms, "            \
     "finished_ms, image_digest, image_url, error_message, worker, log_path, attempt, "             \
-    "cancel_requested"
+    "cancel_requested, heartbeat_ms"
+
+/* The Running jobs recover takes: $1 stale_before_ms, $2 worker or NULL (any). */
+#define RECOVER_FILTER                                                                             \
+    "phase = 'Running' AND (heartbeat_ms IS NULL OR heartbeat_ms < $1::bigint) AND "               \
+    "($2::text IS NULL OR worker = $2::text)"
 
 /* ASCII case-insensitive, '\' escapes: SQLite's LIKE. */
 #define NAME_FILTER "lower(name) LIKE lower($1::text COLLATE \"C\") ESCAPE '\\'"
@@ -231,9 +249,10 @@ static const char sql_job_set_log[] = "UPDATE jobs SET log_path = $2 WHERE id = 
 static const char sql_job_lock_spec[] =
     "SELECT 1 FROM specs WHERE name = (SELECT spec_name FROM jobs WHERE id = $1) "
     "FOR NO KEY UPDATE";
-static const char sql_job_phase_lock[] = "SELECT phase FROM jobs WHERE id = $1 FOR UPDATE";
+static const char sql_job_phase_lock[] = "SELECT phase, worker FROM jobs WHERE id = $1 FOR UPDATE";
 static const char sql_job_claim[] =
-    "UPDATE jobs SET phase = 'Running', started_ms = $1, worker = $2, attempt = attempt + 1 "
+    "UPDATE jobs SET phase = 'Running', started_ms = $1, heartbeat_ms = $1, worker = $2, "
+    "attempt = attempt + 1 "
     "WHERE id = (SELECT p.id FROM jobs AS p JOIN specs AS s ON s.name = p.spec_name "
     "WHERE p.phase = 'Pending' AND NOT EXISTS (SELECT 1 FROM jobs AS r WHERE "
     "r.spec_name = p.spec_name AND r.phase = 'Running') ORDER BY p.id LIMIT 1 "
@@ -241,6 +260,9 @@ static const char sql_job_claim[] =
 static const char sql_job_finish[] =
     "UPDATE jobs SET phase = $2, finished_ms = $3, image_digest = $4, image_url = $5, "
     "error_message = $6 WHERE id = $1 AND phase = 'Running'";
+/* One row, autocommit: no spec lock needed (it takes no other lock, fires no trigger). */
+static const char sql_job_heartbeat[] = "UPDATE jobs SET heartbeat_ms = $3 WHERE id = $1 AND "
+                                        "phase = 'Running' AND worker = $2";
 static const char sql_job_cancel_pending[] =
     "UPDATE jobs SET phase = 'Cancelled', finished_ms = $2, cancel_requested = TRUE "
     "WHERE id = $1 AND phase = 'Pending'";
@@ -248,15 +270,19 @@ static const char sql_job_cancel_running[] =
     "UPDATE jobs SET cancel_requested = TRUE WHERE id = $1 AND phase = 'Running'";
 static const char sql_job_cancel_requested[] = "SELECT cancel_requested FROM jobs WHERE id = $1";
 static const char sql_recover_lock[] =
-    "SELECT 1 FROM specs WHERE name IN (SELECT spec_name FROM jobs WHERE phase = 'Running') "
+    "SELECT 1 FROM specs WHERE name IN (SELECT spec_name FROM jobs WHERE " RECOVER_FILTER ") "
     "ORDER BY name FOR NO KEY UPDATE";
-static const char sql_recover_fail[] = "UPDATE jobs SET phase = 'Failed', finished_ms = $1, "
-                                       "error_message = 'interrupted' WHERE phase = 'Running'";
+static const char sql_recover_fail[] = "UPDATE jobs SET phase = 'Failed', finished_ms = $3, "
+                                       "error_message = 'interrupted' WHERE " RECOVER_FILTER;
 static const char sql_recover_cancel[] =
-    "UPDATE jobs SET phase = 'Cancelled', finished_ms = $1, error_message = 'interrupted' "
-    "WHERE phase = 'Running' AND cancel_requested";
+    "UPDATE jobs SET phase = 'Cancelled', finished_ms = $3, error_message = 'interrupted' "
+    "WHERE " RECOVER_FILTER " AND cancel_requested";
 static const char sql_recover_requeue[] =
-    "UPDATE jobs SET phase = 'Pending', started_ms = NULL, worker = NULL WHERE phase = 'Running'";
+    "UPDATE jobs SET phase = 'Pending', started_ms = NULL, heartbeat_ms = NULL, worker = NULL "
+    "WHERE " RECOVER_FILTER;
+static const char sql_running_workers[] =
+    "SELECT DISTINCT worker COLLATE \"C\" AS w FROM jobs WHERE phase = 'Running' AND "
+    "worker IS NOT NULL ORDER BY w";
 static const char sql_job_counts[] = "SELECT phase, COUNT(*) FROM jobs GROUP BY phase";
 static const char sql_secret_insert[] =
     "INSERT INTO secrets (name, dockerconfigjson, created_ms) VALUES ($1, $2, $3) "
@@ -620,6 +646,7 @@ static void read_job(const PGresult *res, int row, struct kiln_store_job *ret)
     ret->log_path = col_str(res, row, 13);
     ret->attempt = (int)col_int(res, row, 14);
     ret->cancel_requested = col_bool(res, row, 15);
+    ret->heartbeat_ms = col_int(res, row, 16);
 }
 
 /* ---- schema ---- */
@@ -875,9 +902,10 @@ static int op_job_get(void *impl, int64_t id, struct kiln_store_job *ret, struct
 
 /*
  * In a transaction: lock the spec row of job `id`, then the job's row, and
- * return its phase (>= 0), or -KILN_ENOTFOUND.
+ * return its phase (>= 0), or -KILN_ENOTFOUND; its worker into *ret_worker
+ * (may be NULL).
  */
-static int job_lock_phase(struct conn *c, int64_t id, struct kiln_error **err)
+static int job_lock_phase(struct conn *c, int64_t id, char **ret_worker, struct kiln_error **err)
 {
     _cleanup_result_ PGresult *res = NULL;
     int r = query(c, sql_job_lock_spec, NULL, "lock spec of job", err, "i", id);
@@ -887,6 +915,8 @@ static int job_lock_phase(struct conn *c, int64_t id, struct kiln_error **err)
         return kiln_store_errctx(r, err, "job %lld", (long long)id);
     if (PQntuples(res) == 0)
         return kiln_error_set(err, KILN_ENOTFOUND, 0, "job %lld: not found", (long long)id);
+    if (ret_worker)
+        *ret_worker = col_str(res, 0, 1);
     return (int)col_phase(res, 0, 0);
 }
 
@@ -971,22 +1001,26 @@ static int op_job_claim(void *impl, const char *worker, struct kiln_store_job *r
                           worker, CLAIM_TRIES);
 }
 
-static int op_job_finish(void *impl, int64_t id, enum kiln_job_phase phase,
+static int op_job_finish(void *impl, int64_t id, const char *worker, enum kiln_job_phase phase,
                          const char *image_digest, const char *image_url, const char *error_message,
                          struct kiln_error **err)
 {
     struct pg *pg = impl;
     _cleanup_conn_ struct conn *c = conn_get(pg);
+    _cleanup_free_ char *owner = NULL;
     int64_t now = now_ms(pg);
     int r = tx_begin(c, err);
     if (r < 0)
         return kiln_store_errctx(r, err, "job %lld: finish", (long long)id);
-    r = job_lock_phase(c, id, err);
+    r = job_lock_phase(c, id, &owner, err);
     if (r < 0)
         return r;
     if (r != KILN_JOB_RUNNING)
         return kiln_error_set(err, KILN_ECONFLICT, 0, "job %lld is %s, not Running", (long long)id,
                               kiln_job_phase_name((enum kiln_job_phase)r));
+    if (worker && (!owner || strcmp(owner, worker) != 0))
+        return kiln_error_set(err, KILN_ECONFLICT, 0, "job %lld is Running under '%s', not '%s'",
+                              (long long)id, owner ? owner : "", worker);
     int64_t n = exec(c, sql_job_finish, "finish job", err, "itittt", id, kiln_job_phase_name(phase),
                      now, image_digest, image_url, error_message);
     if (n >= 0 && phase == KILN_JOB_SUCCEEDED && image_url && *image_url)
@@ -1005,7 +1039,7 @@ static int op_job_request_cancel(void *impl, int64_t id, struct kiln_error **err
     int r = tx_begin(c, err);
     if (r < 0)
         return kiln_store_errctx(r, err, "job %lld: cancel", (long long)id);
-    r = job_lock_phase(c, id, err);
+    r = job_lock_phase(c, id, NULL, err);
     if (r < 0)
         return r;
     int result;
@@ -1038,7 +1072,18 @@ static int op_job_cancel_requested(void *impl, int64_t id, struct kiln_error **e
     return col_bool(res, 0, 0) ? 1 : 0;
 }
 
-static int op_recover(void *impl, bool requeue, struct kiln_error **err)
+static int op_job_heartbeat(void *impl, int64_t id, const char *worker, struct kiln_error **err)
+{
+    struct pg *pg = impl;
+    _cleanup_conn_ struct conn *c = conn_get(pg);
+    int64_t n = exec(c, sql_job_heartbeat, "renew lease", err, "iti", id, worker, now_ms(pg));
+    if (n < 0)
+        return kiln_store_errctx((int)n, err, "job %lld", (long long)id);
+    return n > 0 ? 1 : 0;
+}
+
+static int op_recover(void *impl, int64_t stale_before_ms, const char *worker, bool requeue,
+                      struct kiln_error **err)
 {
     struct pg *pg = impl;
     _cleanup_conn_ struct conn *c = conn_get(pg);
@@ -1047,13 +1092,13 @@ static int op_recover(void *impl, bool requeue, struct kiln_error **err)
     int r = tx_begin(c, err);
     /* Spec rows first, as everywhere. */
     if (r >= 0)
-        r = query(c, sql_recover_lock, NULL, "recover jobs", err, "");
+        r = query(c, sql_recover_lock, NULL, "recover jobs", err, "it", stale_before_ms, worker);
     if (r >= 0 && requeue) {
-        n = exec(c, sql_recover_cancel, "recover jobs", err, "i", now);
+        n = exec(c, sql_recover_cancel, "recover jobs", err, "iti", stale_before_ms, worker, now);
         if (n >= 0)
-            m = exec(c, sql_recover_requeue, "recover jobs", err, "");
+            m = exec(c, sql_recover_requeue, "recover jobs", err, "it", stale_before_ms, worker);
     } else if (r >= 0) {
-        m = exec(c, sql_recover_fail, "recover jobs", err, "i", now);
+        m = exec(c, sql_recover_fail, "recover jobs", err, "iti", stale_before_ms, worker, now);
     }
     if (r >= 0 && (n < 0 || m < 0))
         r = (int)(n < 0 ? n : m);
@@ -1062,6 +1107,19 @@ static int op_recover(void *impl, bool requeue, struct kiln_error **err)
     if (r < 0)
         return kiln_store_errctx(r, err, "recover");
     return (int)(n + m);
+}
+
+static int op_running_workers(void *impl, struct kiln_strv *ret, struct kiln_error **err)
+{
+    _cleanup_conn_ struct conn *c = conn_get(impl);
+    _cleanup_result_ PGresult *res = NULL;
+    int r = query(c, sql_running_workers, &res, "list workers", err, "");
+    if (r < 0)
+        return r;
+    for (int i = 0; i < PQntuples(res); i++)
+        if (!PQgetisnull(res, i, 0))
+            kiln_strv_push(ret, PQgetvalue(res, i, 0));
+    return 0;
 }
 
 static int op_job_counts(void *impl, int64_t ret_counts[KILN_JOB_PHASES], struct kiln_error **err)
@@ -1318,9 +1376,11 @@ static const struct kiln_store_ops pg_ops = {
     .job_set_log_path = op_job_set_log_path,
     .job_claim = op_job_claim,
     .job_finish = op_job_finish,
+    .job_heartbeat = op_job_heartbeat,
     .job_request_cancel = op_job_request_cancel,
     .job_cancel_requested = op_job_cancel_requested,
     .recover = op_recover,
+    .running_workers = op_running_workers,
     .job_counts = op_job_counts,
     .secret_put = op_secret_put,
     .secret_list = op_secret_list,

@@ -148,10 +148,18 @@ static const char schema_v2[] =
                                                                               "OLD.spec_name;\n"
                                                                               "END;\n";
 
+/*
+ * v3: jobs.heartbeat_ms, the last renewal of a Running job's lease (set by
+ * the claim and kiln_store_job_heartbeat); NULL for jobs claimed before,
+ * whose lease counts as expired.
+ */
+static const char schema_v3[] = "ALTER TABLE jobs ADD COLUMN heartbeat_ms INTEGER;\n";
+
 /* Migration i takes the schema from version i to i + 1; append, never edit. */
 static const char *const migrations[] = {
     schema_v1,
     schema_v2,
+    schema_v3,
 };
 
 #define SCHEMA_VERSION ((int)KILN_ARRAY_SIZE(migrations))
@@ -188,12 +196,14 @@ enum stmt_id {
     ST_JOB_PICK,
     ST_JOB_START,
     ST_JOB_FINISH,
+    ST_JOB_HEARTBEAT,
     ST_JOB_CANCEL_PENDING,
     ST_JOB_CANCEL_RUNNING,
     ST_JOB_CANCEL_REQUESTED,
     ST_RECOVER_FAIL,
     ST_RECOVER_CANCEL,
     ST_RECOVER_REQUEUE,
+    ST_RUNNING_WORKERS,
     ST_JOB_COUNTS,
     ST_SECRET_FIND,
     ST_SECRET_INSERT,
@@ -214,7 +224,12 @@ enum stmt_id {
 #define JOB_COLS                                                                                   \
     "id, spec_name, revision, spec_json, target_image, phase, created_ms, started_ms, "            \
     "finished_ms, image_digest, image_url, error_message, worker, log_path, attempt, "             \
-    "cancel_requested"
+    "cancel_requested, heartbeat_ms"
+
+/* The Running jobs recover takes: ?1 stale_before_ms, ?2 worker or NULL (any). */
+#define RECOVER_FILTER                                                                             \
+    "phase = 'Running' AND (heartbeat_ms IS NULL OR heartbeat_ms < ?1) AND "                       \
+    "(?2 IS NULL OR worker = ?2)"
 
 #define NAME_FILTER "name LIKE ?1 ESCAPE '\\'"
 
@@ -270,26 +285,30 @@ static const char *const stmt_sql[ST__MAX] = {
                     "LIMIT ?2 OFFSET ?3",
     [ST_JOB_COUNT_SPEC] = "SELECT COUNT(*) FROM jobs WHERE spec_name = ?1",
     [ST_JOB_SET_LOG] = "UPDATE jobs SET log_path = ?2 WHERE id = ?1",
-    [ST_JOB_PHASE] = "SELECT phase FROM jobs WHERE id = ?1",
+    [ST_JOB_PHASE] = "SELECT phase, worker FROM jobs WHERE id = ?1",
     [ST_JOB_PICK] = "SELECT p.id FROM jobs AS p WHERE p.phase = 'Pending' AND NOT EXISTS "
                     "(SELECT 1 FROM jobs AS r WHERE r.spec_name = p.spec_name AND "
                     "r.phase = 'Running') ORDER BY p.id LIMIT 1",
-    [ST_JOB_START] = "UPDATE jobs SET phase = 'Running', started_ms = ?2, worker = ?3, "
-                     "attempt = attempt + 1 WHERE id = ?1 AND phase = 'Pending'",
+    [ST_JOB_START] = "UPDATE jobs SET phase = 'Running', started_ms = ?2, heartbeat_ms = ?2, "
+                     "worker = ?3, attempt = attempt + 1 WHERE id = ?1 AND phase = 'Pending'",
     [ST_JOB_FINISH] = "UPDATE jobs SET phase = ?2, finished_ms = ?3, image_digest = ?4, "
                       "image_url = ?5, error_message = ?6 WHERE id = ?1 AND phase = 'Running'",
+    [ST_JOB_HEARTBEAT] = "UPDATE jobs SET heartbeat_ms = ?3 WHERE id = ?1 AND phase = 'Running' "
+                         "AND worker = ?2",
     [ST_JOB_CANCEL_PENDING] = "UPDATE jobs SET phase = 'Cancelled', finished_ms = ?2, "
                               "cancel_requested = 1 WHERE id = ?1 AND phase = 'Pending'",
     [ST_JOB_CANCEL_RUNNING] =
         "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND phase = 'Running'",
     [ST_JOB_CANCEL_REQUESTED] = "SELECT cancel_requested FROM jobs WHERE id = ?1",
-    [ST_RECOVER_FAIL] = "UPDATE jobs SET phase = 'Failed', finished_ms = ?1, "
-                        "error_message = 'interrupted' WHERE phase = 'Running'",
-    [ST_RECOVER_CANCEL] = "UPDATE jobs SET phase = 'Cancelled', finished_ms = ?1, "
-                          "error_message = 'interrupted' WHERE phase = 'Running' AND "
-                          "cancel_requested = 1",
-    [ST_RECOVER_REQUEUE] = "UPDATE jobs SET phase = 'Pending', started_ms = NULL, worker = NULL "
-                           "WHERE phase = 'Running'",
+    [ST_RECOVER_FAIL] = "UPDATE jobs SET phase = 'Failed', finished_ms = ?3, "
+                        "error_message = 'interrupted' WHERE " RECOVER_FILTER,
+    [ST_RECOVER_CANCEL] =
+        "UPDATE jobs SET phase = 'Cancelled', finished_ms = ?3, "
+        "error_message = 'interrupted' WHERE " RECOVER_FILTER " AND cancel_requested = 1",
+    [ST_RECOVER_REQUEUE] = "UPDATE jobs SET phase = 'Pending', started_ms = NULL, "
+                           "heartbeat_ms = NULL, worker = NULL WHERE " RECOVER_FILTER,
+    [ST_RUNNING_WORKERS] = "SELECT DISTINCT worker FROM jobs WHERE phase = 'Running' AND "
+                           "worker IS NOT NULL ORDER BY worker",
     [ST_JOB_COUNTS] = "SELECT phase, COUNT(*) FROM jobs GROUP BY phase",
     [ST_SECRET_FIND] = "SELECT 1 FROM secrets WHERE name = ?1",
     [ST_SECRET_INSERT] =
@@ -571,6 +590,7 @@ static void read_job(sqlite3_stmt *s, struct kiln_store_job *ret)
     ret->log_path = col_str(s, 13);
     ret->attempt = sqlite3_column_int(s, 14);
     ret->cancel_requested = sqlite3_column_int(s, 15) != 0;
+    ret->heartbeat_ms = sqlite3_column_int64(s, 16);
 }
 
 /* Grow an array of `size`-byte elements by one when full. */
@@ -824,8 +844,8 @@ static int job_get(struct conn *c, int64_t id, struct kiln_store_job *ret, struc
     return 0;
 }
 
-/* The phase of job `id`: >= 0, or -KILN_ENOTFOUND. */
-static int job_phase(struct conn *c, int64_t id, struct kiln_error **err)
+/* The phase of job `id`: >= 0, or -KILN_ENOTFOUND; its worker into *ret_worker (may be NULL). */
+static int job_phase(struct conn *c, int64_t id, char **ret_worker, struct kiln_error **err)
 {
     _cleanup_stmt_ sqlite3_stmt *s = NULL;
     int r = QUERY(c, ST_JOB_PHASE, &s, "get job phase", err, "i", id);
@@ -835,6 +855,8 @@ static int job_phase(struct conn *c, int64_t id, struct kiln_error **err)
         return kiln_store_errctx(r, err, "job %lld", (long long)id);
     if (r == 0)
         return kiln_error_set(err, KILN_ENOTFOUND, 0, "job %lld: not found", (long long)id);
+    if (ret_worker)
+        *ret_worker = col_str(s, 1);
     return (int)col_phase(s, 0);
 }
 
@@ -924,22 +946,26 @@ static int op_job_claim(void *impl, const char *worker, struct kiln_store_job *r
     return 1;
 }
 
-static int op_job_finish(void *impl, int64_t id, enum kiln_job_phase phase,
+static int op_job_finish(void *impl, int64_t id, const char *worker, enum kiln_job_phase phase,
                          const char *image_digest, const char *image_url, const char *error_message,
                          struct kiln_error **err)
 {
     struct sq *sq = impl;
     _cleanup_conn_ struct conn *c = conn_get(sq);
+    _cleanup_free_ char *owner = NULL;
     int64_t now = now_ms(sq);
     int r = tx_begin(c, true, err);
     if (r < 0)
         return kiln_store_errctx(r, err, "job %lld: finish", (long long)id);
-    r = job_phase(c, id, err);
+    r = job_phase(c, id, &owner, err);
     if (r < 0)
         return r;
     if (r != KILN_JOB_RUNNING)
         return kiln_error_set(err, KILN_ECONFLICT, 0, "job %lld is %s, not Running", (long long)id,
                               kiln_job_phase_name((enum kiln_job_phase)r));
+    if (worker && (!owner || strcmp(owner, worker) != 0))
+        return kiln_error_set(err, KILN_ECONFLICT, 0, "job %lld is Running under '%s', not '%s'",
+                              (long long)id, owner ? owner : "", worker);
     r = EXEC(c, ST_JOB_FINISH, "finish job", err, "itittt", id, kiln_job_phase_name(phase), now,
              image_digest, image_url, error_message);
     if (r >= 0 && phase == KILN_JOB_SUCCEEDED && image_url && *image_url)
@@ -959,7 +985,7 @@ static int op_job_request_cancel(void *impl, int64_t id, struct kiln_error **err
     int r = tx_begin(c, true, err);
     if (r < 0)
         return kiln_store_errctx(r, err, "job %lld: cancel", (long long)id);
-    r = job_phase(c, id, err);
+    r = job_phase(c, id, NULL, err);
     if (r < 0)
         return r;
     int result;
@@ -994,7 +1020,18 @@ static int op_job_cancel_requested(void *impl, int64_t id, struct kiln_error **e
     return sqlite3_column_int(s, 0) != 0;
 }
 
-static int op_recover(void *impl, bool requeue, struct kiln_error **err)
+static int op_job_heartbeat(void *impl, int64_t id, const char *worker, struct kiln_error **err)
+{
+    struct sq *sq = impl;
+    _cleanup_conn_ struct conn *c = conn_get(sq);
+    int r = EXEC(c, ST_JOB_HEARTBEAT, "renew lease", err, "iti", id, worker, now_ms(sq));
+    if (r < 0)
+        return kiln_store_errctx(r, err, "job %lld", (long long)id);
+    return sqlite3_changes(c->db) > 0 ? 1 : 0;
+}
+
+static int op_recover(void *impl, int64_t stale_before_ms, const char *worker, bool requeue,
+                      struct kiln_error **err)
 {
     struct sq *sq = impl;
     _cleanup_conn_ struct conn *c = conn_get(sq);
@@ -1002,13 +1039,13 @@ static int op_recover(void *impl, bool requeue, struct kiln_error **err)
     int r = tx_begin(c, true, err);
     int n = 0;
     if (r >= 0 && requeue) {
-        r = EXEC(c, ST_RECOVER_CANCEL, "recover jobs", err, "i", now);
+        r = EXEC(c, ST_RECOVER_CANCEL, "recover jobs", err, "iti", stale_before_ms, worker, now);
         if (r >= 0) {
             n += sqlite3_changes(c->db);
-            r = EXEC(c, ST_RECOVER_REQUEUE, "recover jobs", err, "");
+            r = EXEC(c, ST_RECOVER_REQUEUE, "recover jobs", err, "it", stale_before_ms, worker);
         }
     } else if (r >= 0) {
-        r = EXEC(c, ST_RECOVER_FAIL, "recover jobs", err, "i", now);
+        r = EXEC(c, ST_RECOVER_FAIL, "recover jobs", err, "iti", stale_before_ms, worker, now);
     }
     if (r >= 0) {
         n += sqlite3_changes(c->db);
@@ -1017,6 +1054,19 @@ static int op_recover(void *impl, bool requeue, struct kiln_error **err)
     if (r < 0)
         return kiln_store_errctx(r, err, "recover");
     return n;
+}
+
+static int op_running_workers(void *impl, struct kiln_strv *ret, struct kiln_error **err)
+{
+    _cleanup_conn_ struct conn *c = conn_get(impl);
+    _cleanup_stmt_ sqlite3_stmt *s = NULL;
+    int r = QUERY(c, ST_RUNNING_WORKERS, &s, "list workers", err, "");
+    while (r >= 0 && (r = step(c, s, "list workers", err)) == 1) {
+        const char *w = (const char *)sqlite3_column_text(s, 0);
+        if (w)
+            kiln_strv_push(ret, w);
+    }
+    return r;
 }
 
 static int op_job_counts(void *impl, int64_t ret_counts[KILN_JOB_PHASES], struct kiln_error **err)
@@ -1258,9 +1308,11 @@ static const struct kiln_store_ops sqlite_ops = {
     .job_set_log_path = op_job_set_log_path,
     .job_claim = op_job_claim,
     .job_finish = op_job_finish,
+    .job_heartbeat = op_job_heartbeat,
     .job_request_cancel = op_job_request_cancel,
     .job_cancel_requested = op_job_cancel_requested,
     .recover = op_recover,
+    .running_workers = op_running_workers,
     .job_counts = op_job_counts,
     .secret_put = op_secret_put,
     .secret_list = op_secret_list,

@@ -410,9 +410,9 @@ int kiln_store_job_claim(struct kiln_store *st, const char *worker, struct kiln_
     return r;
 }
 
-int kiln_store_job_finish(struct kiln_store *st, int64_t id, enum kiln_job_phase phase,
-                          const char *image_digest, const char *image_url,
-                          const char *error_message, struct kiln_error **err)
+static int job_finish(struct kiln_store *st, int64_t id, const char *worker,
+                      enum kiln_job_phase phase, const char *image_digest, const char *image_url,
+                      const char *error_message, struct kiln_error **err)
 {
     int r = check_id(id, err);
     if (r < 0)
@@ -420,8 +420,38 @@ int kiln_store_job_finish(struct kiln_store *st, int64_t id, enum kiln_job_phase
     if (!kiln_job_phase_is_final(phase))
         return kiln_error_set(err, KILN_EINVAL, 0, "store: job %lld: cannot finish as '%s'",
                               (long long)id, kiln_job_phase_name(phase));
-    return backend(
-        st->ops->job_finish(st->impl, id, phase, image_digest, image_url, error_message, err), err);
+    return backend(st->ops->job_finish(st->impl, id, worker, phase, image_digest, image_url,
+                                       error_message, err),
+                   err);
+}
+
+int kiln_store_job_finish(struct kiln_store *st, int64_t id, enum kiln_job_phase phase,
+                          const char *image_digest, const char *image_url,
+                          const char *error_message, struct kiln_error **err)
+{
+    return job_finish(st, id, NULL, phase, image_digest, image_url, error_message, err);
+}
+
+int kiln_store_job_finish_as(struct kiln_store *st, int64_t id, const char *worker,
+                             enum kiln_job_phase phase, const char *image_digest,
+                             const char *image_url, const char *error_message,
+                             struct kiln_error **err)
+{
+    int r = check_name("worker", worker, err);
+    if (r < 0)
+        return r;
+    return job_finish(st, id, worker, phase, image_digest, image_url, error_message, err);
+}
+
+int kiln_store_job_heartbeat(struct kiln_store *st, int64_t id, const char *worker,
+                             struct kiln_error **err)
+{
+    int r = check_id(id, err);
+    if (r >= 0)
+        r = check_name("worker", worker, err);
+    if (r < 0)
+        return r;
+    return backend(st->ops->job_heartbeat(st->impl, id, worker, err), err);
 }
 
 int kiln_store_job_request_cancel(struct kiln_store *st, int64_t id, struct kiln_error **err)
@@ -440,9 +470,32 @@ int kiln_store_job_cancel_requested(struct kiln_store *st, int64_t id, struct ki
     return backend(st->ops->job_cancel_requested(st->impl, id, err), err);
 }
 
-int kiln_store_recover(struct kiln_store *st, bool requeue, struct kiln_error **err)
+int kiln_store_recover(struct kiln_store *st, int64_t stale_before_ms, bool requeue,
+                       struct kiln_error **err)
 {
-    return backend(st->ops->recover(st->impl, requeue, err), err);
+    return backend(st->ops->recover(st->impl, stale_before_ms, NULL, requeue, err), err);
+}
+
+int kiln_store_recover_worker(struct kiln_store *st, const char *worker, bool requeue,
+                              struct kiln_error **err)
+{
+    int r = check_name("worker", worker, err);
+    if (r < 0)
+        return r;
+    return backend(st->ops->recover(st->impl, INT64_MAX, worker, requeue, err), err);
+}
+
+int kiln_store_running_workers(struct kiln_store *st, struct kiln_strv *ret,
+                               struct kiln_error **err)
+{
+    struct kiln_strv v = KILN_STRV_INIT;
+    int r = backend(st->ops->running_workers(st->impl, &v, err), err);
+    if (r < 0) {
+        kiln_strv_release(&v);
+        return r;
+    }
+    *ret = v;
+    return r;
 }
 
 int kiln_store_job_counts(struct kiln_store *st, int64_t ret_counts[KILN_JOB_PHASES],

@@ -31,6 +31,16 @@
  * At most one job of a spec is Running at a time: a claim skips specs that
  * have one.
  *
+ * Leases: a Running job belongs to the worker that claimed it (its name is
+ * in the job) for as long as the worker renews its lease: the claim sets
+ * heartbeat_ms, and the worker calls kiln_store_job_heartbeat() now and
+ * then. Whoever sees a lease expired (heartbeat_ms older than the lease
+ * length) may recover the job (kiln_store_recover with stale_before_ms), and
+ * the worker, whose next heartbeat returns 0, must then drop the job: stop
+ * the build and not finish it (kiln_store_job_finish_as refuses anyway).
+ * Lease lengths are the caller's (service/jobs.h); all processes sharing a
+ * database must use clocks that agree to well within a lease.
+ *
  * Errors: every function returns >= 0 on success, or -KILN_E<code> with *err
  * naming what failed ("store: spec 'x': not found"); the code is the same
  * when err is NULL. Database failures are -KILN_EIO (-KILN_ETIMEOUT when the
@@ -44,8 +54,9 @@
  *
  * Threads: every function is thread-safe; one store is shared by worker and
  * HTTP threads. Several processes may open the same SQLite file or
- * PostgreSQL database (claims stay exclusive across them); a store is not
- * carried across fork() (the child opens its own).
+ * PostgreSQL database (claims stay exclusive across them, and leases let
+ * each recover only the jobs of the dead); a store is not carried across
+ * fork() (the child opens its own).
  */
 #ifndef KILN_SERVICE_STORE_H
 #define KILN_SERVICE_STORE_H
@@ -57,6 +68,7 @@
 #include "kiln/error.h"
 #include "spec/imagespec.h"
 #include "spec/revision.h"
+#include "util/strv.h"
 
 struct kiln_store;
 
@@ -227,9 +239,10 @@ struct kiln_store_job {
     char *target_image;
     enum kiln_job_phase phase;
     int64_t created_ms;
-    int64_t started_ms;  /* 0 until claimed */
-    int64_t finished_ms; /* 0 until final */
-    char *image_digest;  /* or NULL; so are the next four */
+    int64_t started_ms;   /* 0 until claimed */
+    int64_t finished_ms;  /* 0 until final */
+    int64_t heartbeat_ms; /* the lease's last renewal (claim or heartbeat); 0: none */
+    char *image_digest;   /* or NULL; so are the next four */
     char *image_url;
     char *error_message;
     char *worker;
@@ -274,7 +287,8 @@ int kiln_store_job_set_log_path(struct kiln_store *st, int64_t id, const char *l
 
 /*
  * Atomically take the oldest Pending job whose spec has no Running job: it
- * becomes Running with started_ms now, `worker` (non-empty) and attempt + 1.
+ * becomes Running with started_ms and heartbeat_ms now, `worker`
+ * (non-empty) and attempt + 1.
  * Returns 1 and fills *ret (caller releases) with the claimed job, or 0 when
  * no job can be claimed now. Each job is claimed by exactly one caller, also
  * across processes.
@@ -283,15 +297,39 @@ int kiln_store_job_claim(struct kiln_store *st, const char *worker, struct kiln_
                          struct kiln_error **err);
 
 /*
+ * Renew the lease of job `id` held by `worker` (non-empty): heartbeat_ms
+ * becomes now when the job is Running under that worker. Returns 1 when
+ * renewed, 0 when the job is not (or no longer) Running under `worker`:
+ * recovered by someone who found its lease expired (and maybe claimed
+ * again), finished, or deleted with its spec. On 0 the worker must drop the
+ * job: stop its build and not finish it.
+ */
+int kiln_store_job_heartbeat(struct kiln_store *st, int64_t id, const char *worker,
+                             struct kiln_error **err);
+
+/*
  * Finish Running job `id` as `phase` (Succeeded, Failed or Cancelled, else
  * -KILN_EINVAL) with finished_ms now and the given digest, URL and error
  * message (each may be NULL). When it Succeeded with an image URL, the URL
  * is added to the images as 'built' in the same transaction. A job that is
  * not Running is -KILN_ECONFLICT; an unknown one -KILN_ENOTFOUND.
+ * Whatever worker runs it: for admin tools and tests; a worker uses
+ * kiln_store_job_finish_as.
  */
 int kiln_store_job_finish(struct kiln_store *st, int64_t id, enum kiln_job_phase phase,
                           const char *image_digest, const char *image_url,
                           const char *error_message, struct kiln_error **err);
+
+/*
+ * kiln_store_job_finish() by the worker that claimed the job: only when it
+ * is Running under `worker` (non-empty). A job recovered since (its lease
+ * expired) and maybe claimed by another worker is -KILN_ECONFLICT, and left
+ * as it is: a worker can never overwrite a job that is no longer its own.
+ */
+int kiln_store_job_finish_as(struct kiln_store *st, int64_t id, const char *worker,
+                             enum kiln_job_phase phase, const char *image_digest,
+                             const char *image_url, const char *error_message,
+                             struct kiln_error **err);
 
 /* Results of kiln_store_job_request_cancel(). */
 #define KILN_STORE_CANCELLED_NOW    1 /* it was Pending: now Cancelled */
@@ -308,12 +346,32 @@ int kiln_store_job_request_cancel(struct kiln_store *st, int64_t id, struct kiln
 int kiln_store_job_cancel_requested(struct kiln_store *st, int64_t id, struct kiln_error **err);
 
 /*
- * After a restart: every Running job becomes Failed with error message
+ * Recover the Running jobs whose lease expired: those with heartbeat_ms
+ * NULL (claimed before schema version 3) or older than `stale_before_ms`
+ * (INT64_MAX: every Running job). Each becomes Failed with error message
  * 'interrupted' and finished_ms now, or, when `requeue`, Pending again
- * (started_ms and worker cleared; attempt kept) except those with a cancel
- * requested, which become Cancelled. Returns how many jobs were Running.
+ * (started_ms, heartbeat_ms and worker cleared; attempt kept) except those
+ * with a cancel requested, which become Cancelled. Returns how many jobs
+ * were recovered. A job whose lease is renewed at the same moment is either
+ * recovered (and the heartbeat returns 0) or not, never half.
  */
-int kiln_store_recover(struct kiln_store *st, bool requeue, struct kiln_error **err);
+int kiln_store_recover(struct kiln_store *st, int64_t stale_before_ms, bool requeue,
+                       struct kiln_error **err);
+
+/*
+ * kiln_store_recover() of every Running job of worker `worker` (non-empty),
+ * whatever its lease: for a worker known to be dead (a process of this
+ * host that is gone). Returns how many jobs were recovered.
+ */
+int kiln_store_recover_worker(struct kiln_store *st, const char *worker, bool requeue,
+                              struct kiln_error **err);
+
+/*
+ * The names of the workers that have a Running job, each once, in byte
+ * order, into *ret (caller releases; written only on success).
+ */
+int kiln_store_running_workers(struct kiln_store *st, struct kiln_strv *ret,
+                               struct kiln_error **err);
 
 /* The number of jobs in each phase (for /metrics), into ret_counts. */
 int kiln_store_job_counts(struct kiln_store *st, int64_t ret_counts[KILN_JOB_PHASES],
@@ -413,11 +471,17 @@ struct kiln_store_ops {
     int (*job_set_log_path)(void *impl, int64_t id, const char *log_path, struct kiln_error **err);
     int (*job_claim)(void *impl, const char *worker, struct kiln_store_job *ret,
                      struct kiln_error **err);
-    int (*job_finish)(void *impl, int64_t id, enum kiln_job_phase phase, const char *image_digest,
-                      const char *image_url, const char *error_message, struct kiln_error **err);
+    /* worker: NULL for any worker */
+    int (*job_finish)(void *impl, int64_t id, const char *worker, enum kiln_job_phase phase,
+                      const char *image_digest, const char *image_url, const char *error_message,
+                      struct kiln_error **err);
+    int (*job_heartbeat)(void *impl, int64_t id, const char *worker, struct kiln_error **err);
     int (*job_request_cancel)(void *impl, int64_t id, struct kiln_error **err);
     int (*job_cancel_requested)(void *impl, int64_t id, struct kiln_error **err);
-    int (*recover)(void *impl, bool requeue, struct kiln_error **err);
+    /* worker: NULL for any worker */
+    int (*recover)(void *impl, int64_t stale_before_ms, const char *worker, bool requeue,
+                   struct kiln_error **err);
+    int (*running_workers)(void *impl, struct kiln_strv *ret, struct kiln_error **err);
     int (*job_counts)(void *impl, int64_t ret_counts[KILN_JOB_PHASES], struct kiln_error **err);
 
     int (*secret_put)(void *impl, const char *name, const char *value, struct kiln_error **err);

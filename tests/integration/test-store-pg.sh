@@ -123,7 +123,8 @@ for b in "$@"; do
 done
 # kiln serve --store on the same server (KILN_TEST_KILN: the kiln binary):
 # a spec saved through the API is in PostgreSQL, survives a restart, and no
-# SQLite file is made in the data directory.
+# SQLite file is made in the data directory; two kiln serve on one database
+# (leases).
 t() { # t COND_STATUS DESCRIPTION
     n=$((n + 1))
     if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else
@@ -179,6 +180,56 @@ if [ -n "${KILN_TEST_KILN:-}" ] && [ -x "$KILN_TEST_KILN" ] && command -v curl >
     n_specs=$($AS "$PGBIN/psql" -h "$T" -U postgres -d kilnserve -At -c "SELECT count(*) FROM specs WHERE name = 'pg-spec'" 2>/dev/null)
     [ "$n_specs" = 1 ]
     t $? "the spec row is in PostgreSQL (psql: $n_specs)"
+
+    # Leases: a second kiln serve on the database leaves the running job of a
+    # live one (this host, its pid) alone, and recovers at once the job of a
+    # dead kiln serve of this host. The jobs are made by hand (no registry).
+    psql_serve() { $AS "$PGBIN/psql" -h "$T" -U postgres -d kilnserve -At -c "$1" 2>>"$T/psql.err"; }
+    serve_start
+    t $? "kiln serve (the first) starts again"
+    P1=$SERVE_PID
+    sh -c 'exit 0' &
+    DEAD=$!
+    wait "$DEAD"
+    H=$(hostname)
+    NOW="(extract(epoch from now()) * 1000)::bigint"
+    psql_serve "INSERT INTO specs (name, spec_json, revision, created_ms, updated_ms) VALUES
+        ('lease-live', '{}', 'x', 1, 1), ('lease-dead', '{}', 'x', 1, 1)" >/dev/null
+    LIVE=$(psql_serve "INSERT INTO jobs (spec_name, revision, spec_json, target_image, phase,
+        created_ms, started_ms, heartbeat_ms, worker, attempt) VALUES ('lease-live', 'x', '{}',
+        'r/x', 'Running', $NOW, $NOW, $NOW, '$H-$P1', 1) RETURNING id" | head -n 1)
+    GONE=$(psql_serve "INSERT INTO jobs (spec_name, revision, spec_json, target_image, phase,
+        created_ms, started_ms, heartbeat_ms, worker, attempt) VALUES ('lease-dead', 'x', '{}',
+        'r/x', 'Running', $NOW, $NOW, $NOW, '$H-$DEAD/1', 1) RETURNING id" | head -n 1)
+    [ -n "$LIVE" ] && [ -n "$GONE" ]
+    t $? "a Running job of the live kiln serve ($H-$P1) and one of a dead one ($H-$DEAD/1)"
+    mkdir -p "$T/serve2"
+    env -u KILN_REGISTRY_ENDPOINT -u PRIMEHUB_CUSTOM_IMAGE_REGISTRY_ENDPOINT \
+        KILN_ADMIN_TOKEN=pg-test-token "$KILN_TEST_KILN" serve --store "$SURL" \
+        --listen 127.0.0.1:0 --data-dir "$T/serve2" </dev/null 2>"$T/serve2.err" &
+    P2=$!
+    i=0
+    while [ $i -lt 200 ] && ! grep -q 'listening on http' "$T/serve2.err"; do
+        kill -0 "$P2" 2>/dev/null || break
+        sleep 0.1
+        i=$((i + 1))
+    done
+    grep -q 'listening on http' "$T/serve2.err"
+    t $? "a second kiln serve starts on the same database"
+    got=$(psql_serve "SELECT phase || ' ' || COALESCE(error_message, '-') FROM jobs WHERE id = ${LIVE:-0}")
+    [ "$got" = "Running -" ]
+    t $? "the live kiln serve's job is left Running ($got)"
+    got=$(psql_serve "SELECT phase || ' ' || COALESCE(error_message, '-') FROM jobs WHERE id = ${GONE:-0}")
+    [ "$got" = "Failed interrupted" ]
+    t $? "the dead kiln serve's job is recovered at once ($got)"
+    grep -q 'left running by a stopped kiln' "$T/serve2.err"
+    t $? "the second kiln serve says so"
+    kill -TERM "$P2" 2>/dev/null
+    wait "$P2" 2>/dev/null
+    serve_stop
+    got=$(psql_serve "SELECT phase FROM jobs WHERE id = ${LIVE:-0}")
+    [ "$got" = "Running" ]
+    t $? "stopping both leaves the other job alone ($got)"
 else
     echo "# kiln serve --store: skipped (no KILN_TEST_KILN binary or no curl)"
 fi

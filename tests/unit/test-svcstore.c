@@ -1,16 +1,25 @@
 #include "util/common.h"
 #include "service/store.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <libpq-fe.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sqlite3.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "service/jobs.h"
 #include "tap.h"
+#include "util/buf.h"
+#include "util/fs.h"
+#include "util/log.h"
 
 /*
  * With KILN_TEST_STORE_URL set (a PostgreSQL URL, see
@@ -209,8 +218,8 @@ static void test_migrations(void)
     if (!st)
         return;
     is_str(kiln_store_backend(st), "sqlite", "backend name");
-    is_int(kiln_store_schema_version(st, NULL), 2, "schema version 2 after the migrations");
-    is_int(raw_int(path, "SELECT COUNT(*) FROM schema_version"), 2, "two migrations recorded");
+    is_int(kiln_store_schema_version(st, NULL), 3, "schema version 3 after the migrations");
+    is_int(raw_int(path, "SELECT COUNT(*) FROM schema_version"), 3, "three migrations recorded");
     int64_t applied = raw_int(path, "SELECT applied_ms FROM schema_version WHERE version = 1");
     _cleanup_free_ char *mode = raw_text(path, "PRAGMA journal_mode");
     is_str(mode, "wal", "journal mode is WAL");
@@ -224,8 +233,8 @@ static void test_migrations(void)
     ok(st != NULL, "re-open");
     if (!st)
         return;
-    is_int(kiln_store_schema_version(st, NULL), 2, "version kept");
-    is_int(raw_int(path, "SELECT COUNT(*) FROM schema_version"), 2, "no migration re-run");
+    is_int(kiln_store_schema_version(st, NULL), 3, "version kept");
+    is_int(raw_int(path, "SELECT COUNT(*) FROM schema_version"), 3, "no migration re-run");
     is_int(raw_int(path, "SELECT applied_ms FROM schema_version WHERE version = 1"), applied,
            "migration record untouched");
     struct kiln_store_spec sp = {0};
@@ -298,8 +307,8 @@ static void test_pg_migrations(void)
     if (!st)
         return;
     is_str(kiln_store_backend(st), "postgresql", "backend name");
-    is_int(kiln_store_schema_version(st, NULL), 2, "schema version 2 after the migrations");
-    is_int(raw_int(NULL, "SELECT COUNT(*) FROM schema_version"), 2, "two migrations recorded");
+    is_int(kiln_store_schema_version(st, NULL), 3, "schema version 3 after the migrations");
+    is_int(raw_int(NULL, "SELECT COUNT(*) FROM schema_version"), 3, "three migrations recorded");
     int64_t applied = raw_int(NULL, "SELECT applied_ms FROM schema_version WHERE version = 1");
     is_int(put(st, "keep", "debian:12", NULL, NULL, KILN_STORE_PUT_UPSERT, NULL), 7,
            "put a spec before re-open");
@@ -309,8 +318,8 @@ static void test_pg_migrations(void)
     ok(st != NULL, "re-open");
     if (!st)
         return;
-    is_int(kiln_store_schema_version(st, NULL), 2, "version kept");
-    is_int(raw_int(NULL, "SELECT COUNT(*) FROM schema_version"), 2, "no migration re-run");
+    is_int(kiln_store_schema_version(st, NULL), 3, "version kept");
+    is_int(raw_int(NULL, "SELECT COUNT(*) FROM schema_version"), 3, "no migration re-run");
     is_int(raw_int(NULL, "SELECT applied_ms FROM schema_version WHERE version = 1"), applied,
            "migration record untouched");
     struct kiln_store_spec sp = {0};
@@ -352,7 +361,7 @@ static void test_pg_migrations(void)
             struct kiln_store *cs = open_store(NULL, 1);
             int v = cs ? kiln_store_schema_version(cs, NULL) : -1;
             kiln_store_free(cs);
-            _exit(v == 2 ? 0 : 1);
+            _exit(v == 3 ? 0 : 1);
         }
     }
     int good = 0;
@@ -363,7 +372,7 @@ static void test_pg_migrations(void)
             good++;
     }
     is_int(good, KIDS, "%d processes opened a new database at once", KIDS);
-    is_int(raw_int(NULL, "SELECT COUNT(*) FROM schema_version"), 2, "each migration ran once");
+    is_int(raw_int(NULL, "SELECT COUNT(*) FROM schema_version"), 3, "each migration ran once");
 }
 
 /* PostgreSQL: a connection the server dropped is reset. */
@@ -865,19 +874,19 @@ static void test_recover(struct kiln_store *st)
     kiln_store_job_create(st, "rec1", NULL, "r/rec1", &a, NULL);
     kiln_store_job_create(st, "rec2", NULL, "r/rec2", &b, NULL);
     ok(claim_named(st, "w") == a && claim_named(st, "w") == b, "two Running");
-    is_int(kiln_store_recover(st, false, NULL), 2, "recover: 2 Running jobs");
+    is_int(kiln_store_recover(st, INT64_MAX, false, NULL), 2, "recover: 2 Running jobs");
     struct kiln_store_job j = {0};
     kiln_store_job_get(st, a, &j, NULL);
     ok(j.phase == KILN_JOB_FAILED && j.finished_ms > 0, "Running -> Failed");
     is_str(j.error_message, "interrupted", "error 'interrupted'");
     kiln_store_job_release(&j);
-    is_int(kiln_store_recover(st, false, NULL), 0, "nothing left to recover");
+    is_int(kiln_store_recover(st, INT64_MAX, false, NULL), 0, "nothing left to recover");
 
     kiln_store_job_create(st, "rec1", NULL, "r/rec1", &a, NULL);
     kiln_store_job_create(st, "rec3", NULL, "r/rec3", &c, NULL);
     ok(claim_named(st, "w") == a && claim_named(st, "w") == c, "two Running again");
     kiln_store_job_request_cancel(st, c, NULL);
-    is_int(kiln_store_recover(st, true, NULL), 2, "recover with requeue");
+    is_int(kiln_store_recover(st, INT64_MAX, true, NULL), 2, "recover with requeue");
     kiln_store_job_get(st, a, &j, NULL);
     ok(j.phase == KILN_JOB_PENDING && j.started_ms == 0 && j.worker == NULL && j.attempt == 1,
        "Running -> Pending, attempt kept");
@@ -889,6 +898,188 @@ static void test_recover(struct kiln_store *st)
     ok(j.id == a && j.attempt == 2, "attempt 2");
     kiln_store_job_release(&j);
     kiln_store_job_finish(st, a, KILN_JOB_FAILED, NULL, NULL, "x", NULL);
+}
+
+/* A job of spec `name` (created when missing) claimed by `worker`: its id, or 0. */
+static int64_t claim_new(struct kiln_store *st, const char *name, const char *worker)
+{
+    put(st, name, "debian:12", NULL, NULL, KILN_STORE_PUT_UPSERT, NULL);
+    int64_t id = 0;
+    if (kiln_store_job_create(st, name, NULL, "r/lease", &id, NULL) < 0)
+        return 0;
+    struct kiln_store_job j = {0};
+    int r = kiln_store_job_claim(st, worker, &j, NULL);
+    int64_t got = r == 1 ? j.id : 0;
+    kiln_store_job_release(&j);
+    return got == id ? id : 0;
+}
+
+static int64_t heartbeat_of(struct kiln_store *st, int64_t id)
+{
+    struct kiln_store_job j = {0};
+    int64_t v = kiln_store_job_get(st, id, &j, NULL) == 0 ? j.heartbeat_ms : -1;
+    kiln_store_job_release(&j);
+    return v;
+}
+
+static bool job_is(struct kiln_store *st, int64_t id, enum kiln_job_phase phase, const char *worker)
+{
+    struct kiln_store_job j = {0};
+    bool good = kiln_store_job_get(st, id, &j, NULL) == 0 && j.phase == phase &&
+                (worker ? j.worker && strcmp(j.worker, worker) == 0 : j.worker == NULL);
+    if (!good)
+        printf("#   job %lld: %s under '%s'\n", (long long)id, kiln_job_phase_name(j.phase),
+               j.worker ? j.worker : "(none)");
+    kiln_store_job_release(&j);
+    return good;
+}
+
+/* Leases: heartbeats, recovery of stale jobs only, finish by a worker that lost its job. */
+static void test_leases(struct kiln_store *st)
+{
+    struct kiln_error *e = NULL;
+    /* No other job in the way: finish what earlier tests left. */
+    kiln_store_recover(st, INT64_MAX, false, NULL);
+    for (int i = 0; i < 100; i++) {
+        int64_t id = claim_named(st, "drain");
+        if (!id)
+            break;
+        kiln_store_job_finish(st, id, KILN_JOB_FAILED, NULL, NULL, "drained", NULL);
+    }
+
+    int64_t a = claim_new(st, "lease1", "wa");
+    int64_t b = claim_new(st, "lease2", "wb");
+    int64_t c = claim_new(st, "lease3", "wc");
+    ok(a && b && c, "three jobs claimed by wa, wb, wc");
+    struct kiln_store_job j = {0};
+    kiln_store_job_get(st, a, &j, NULL);
+    ok(j.heartbeat_ms > 0 && j.heartbeat_ms == j.started_ms, "a claim sets heartbeat_ms (%lld)",
+       (long long)j.heartbeat_ms);
+    kiln_store_job_release(&j);
+
+    struct kiln_strv names = KILN_STRV_INIT;
+    is_int(kiln_store_running_workers(st, &names, NULL), 0, "running workers");
+    ok(names.n == 3 && strcmp(names.v[0], "wa") == 0 && strcmp(names.v[1], "wb") == 0 &&
+           strcmp(names.v[2], "wc") == 0,
+       "wa, wb, wc (%zu names)", names.n);
+    kiln_strv_release(&names);
+
+    /* Heartbeats: 1 for the job's worker, 0 otherwise. */
+    int64_t hb_c = heartbeat_of(st, c);
+    is_int(kiln_store_job_heartbeat(st, a, "wa", NULL), 1, "heartbeat by the job's worker: 1");
+    int64_t hb_a = heartbeat_of(st, a);
+    ok(hb_a > hb_c, "heartbeat_ms moved on");
+    is_int(kiln_store_job_heartbeat(st, b, "wb", NULL), 1, "heartbeat of b");
+    int64_t hb_b = heartbeat_of(st, b);
+    ok(hb_b > hb_a, "b renewed last");
+    is_int(kiln_store_job_heartbeat(st, a, "wb", NULL), 0, "heartbeat by another worker: 0");
+    is_int(heartbeat_of(st, a), hb_a, "and it changes nothing");
+    is_int(kiln_store_job_heartbeat(st, 999999, "wa", NULL), 0, "heartbeat of a missing job: 0");
+    is_int(code(kiln_store_job_heartbeat(st, 0, "wa", &e), &e), KILN_EINVAL, "heartbeat: job id 0");
+    is_int(code(kiln_store_job_heartbeat(st, a, "", &e), &e), KILN_EINVAL,
+           "heartbeat: empty worker");
+
+    /* Recover with a bound in the middle: only the stale ones. */
+    is_int(kiln_store_recover(st, hb_c, false, NULL), 0, "nothing older than the oldest heartbeat");
+    is_int(kiln_store_recover(st, hb_a, false, NULL), 1, "recover stale jobs: only c");
+    ok(job_is(st, c, KILN_JOB_FAILED, "wc"), "c Failed");
+    kiln_store_job_get(st, c, &j, NULL);
+    is_str(j.error_message, "interrupted", "c 'interrupted'");
+    int64_t c_finished = j.finished_ms;
+    kiln_store_job_release(&j);
+    ok(job_is(st, a, KILN_JOB_RUNNING, "wa") && job_is(st, b, KILN_JOB_RUNNING, "wb"),
+       "a and b (renewed) still Running");
+    is_int(kiln_store_job_heartbeat(st, c, "wc", NULL), 0, "the recovered job's worker: 0");
+    is_int(
+        code(kiln_store_job_finish_as(st, c, "wc", KILN_JOB_SUCCEEDED, "sha256:c", "r/c", NULL, &e),
+             &e),
+        KILN_ECONFLICT, "finish_as of a recovered job: conflict");
+    kiln_store_job_get(st, c, &j, NULL);
+    ok(j.phase == KILN_JOB_FAILED && j.finished_ms == c_finished && j.image_digest == NULL,
+       "the recovered job is left as it was");
+    kiln_store_job_release(&j);
+
+    /* Requeued and claimed by another worker: the old one cannot finish it. */
+    is_int(code(kiln_store_recover_worker(st, "", false, &e), &e), KILN_EINVAL,
+           "recover_worker: empty worker");
+    is_int(kiln_store_recover_worker(st, "nobody", false, NULL), 0, "recover_worker: no such");
+    is_int(kiln_store_recover_worker(st, "wa", true, NULL), 1, "recover wa's job, requeued");
+    kiln_store_job_get(st, a, &j, NULL);
+    ok(j.phase == KILN_JOB_PENDING && j.worker == NULL && j.heartbeat_ms == 0 &&
+           j.started_ms == 0 && j.attempt == 1,
+       "a Pending, heartbeat and worker cleared, attempt kept");
+    kiln_store_job_release(&j);
+    ok(job_is(st, b, KILN_JOB_RUNNING, "wb"), "b untouched");
+    is_int(claim_named(st, "wz"), a, "wz claims a again");
+    is_int(kiln_store_job_heartbeat(st, a, "wa", NULL), 0, "wa's heartbeat: 0");
+    is_int(kiln_store_job_heartbeat(st, a, "wz", NULL), 1, "wz's heartbeat: 1");
+    int r = kiln_store_job_finish_as(st, a, "wa", KILN_JOB_SUCCEEDED, "sha256:a", "r/a", NULL, &e);
+    ok(r == -KILN_ECONFLICT && e && strstr(e->msg, "'wz'") && strstr(e->msg, "'wa'"),
+       "finish_as by wa: conflict: %s", e ? e->msg : "");
+    kiln_error_free(e);
+    e = NULL;
+    ok(job_is(st, a, KILN_JOB_RUNNING, "wz"), "still Running under wz");
+    is_int(code(kiln_store_job_finish_as(st, a, "", KILN_JOB_FAILED, NULL, NULL, NULL, &e), &e),
+           KILN_EINVAL, "finish_as: empty worker");
+    is_int(kiln_store_job_finish_as(st, a, "wz", KILN_JOB_SUCCEEDED, "sha256:a", "r/a", NULL, NULL),
+           0, "finish_as by wz");
+    ok(job_is(st, a, KILN_JOB_SUCCEEDED, "wz"), "Succeeded");
+    is_int(kiln_store_job_heartbeat(st, a, "wz", NULL), 0, "heartbeat of a finished job: 0");
+
+    /* The cancel rule holds with a bound: a stale job with a cancel request -> Cancelled. */
+    kiln_store_job_request_cancel(st, b, NULL);
+    is_int(kiln_store_recover(st, hb_b, true, NULL), 0, "b is not stale before its heartbeat");
+    is_int(kiln_store_recover(st, hb_b + 1, true, NULL), 1, "b is stale after it");
+    ok(job_is(st, b, KILN_JOB_CANCELLED, "wb"), "b Cancelled (a cancel was requested)");
+    is_int(kiln_store_running_workers(st, &names, NULL), 0, "running workers again");
+    is_int((int)names.n, 0, "none");
+    kiln_strv_release(&names);
+}
+
+/* A database of schema version 2 (no jobs.heartbeat_ms) is migrated with its jobs. */
+static void test_migrate_v2(void)
+{
+    pg_reset();
+    _cleanup_free_ char *path = db_path("v2.db");
+    struct kiln_store *st = open_store(path, 1);
+    ok(st != NULL, "v2: new database");
+    if (!st)
+        return;
+    int64_t run = claim_new(st, "old1", "old-worker");
+    int64_t done = claim_new(st, "old2", "old-worker");
+    kiln_store_job_finish(st, done, KILN_JOB_SUCCEEDED, "sha256:00", "r/old2", NULL, NULL);
+    int64_t pend = 0;
+    kiln_store_job_create(st, "old2", NULL, "r/old2b", &pend, NULL);
+    kiln_store_free(st);
+    ok(run && done && pend, "v2: a Running, a Succeeded and a Pending job");
+    /* Back to version 2, as an older kiln left it. */
+    is_int(raw_exec(path, "ALTER TABLE jobs DROP COLUMN heartbeat_ms"), SQLITE_OK,
+           "v2: drop jobs.heartbeat_ms");
+    is_int(raw_exec(path, "DELETE FROM schema_version WHERE version = 3"), SQLITE_OK,
+           "v2: schema version 2");
+    is_int(raw_int(path, "SELECT MAX(version) FROM schema_version"), 2, "v2: it says 2");
+
+    st = open_store(path, 1);
+    ok(st != NULL, "v2: re-open migrates");
+    if (!st)
+        return;
+    is_int(kiln_store_schema_version(st, NULL), 3, "v2: now version 3");
+    struct kiln_store_job j = {0};
+    is_int(kiln_store_job_get(st, run, &j, NULL), 0, "v2: the Running job is kept");
+    ok(j.phase == KILN_JOB_RUNNING && j.heartbeat_ms == 0 && j.worker &&
+           strcmp(j.worker, "old-worker") == 0,
+       "v2: Running, no heartbeat");
+    kiln_store_job_release(&j);
+    kiln_store_job_get(st, done, &j, NULL);
+    ok(j.phase == KILN_JOB_SUCCEEDED && j.image_url && strcmp(j.image_url, "r/old2") == 0,
+       "v2: the Succeeded job is kept");
+    kiln_store_job_release(&j);
+    ok(job_is(st, pend, KILN_JOB_PENDING, NULL), "v2: the Pending job is kept");
+    is_int(kiln_store_check(st, NULL), 0, "v2: integrity check");
+    /* No heartbeat: its lease counts as expired, whatever the bound. */
+    is_int(kiln_store_recover(st, 1, true, NULL), 1, "v2: a job without a heartbeat is stale");
+    ok(job_is(st, run, KILN_JOB_PENDING, NULL), "v2: requeued");
+    kiln_store_free(st);
 }
 
 static void test_counts_cascade(struct kiln_store *st, const char *path)
@@ -1221,7 +1412,7 @@ static void test_crash(void)
     int64_t jobs = raw_int(path, "SELECT COUNT(*) FROM jobs");
     printf("# %lld jobs written before the kill\n", (long long)jobs);
     ok(jobs > 0, "the child wrote jobs");
-    r = kiln_store_recover(st, false, NULL);
+    r = kiln_store_recover(st, INT64_MAX, false, NULL);
     ok(r == 0 || r == 1, "recover after the crash: %d", r);
     struct kiln_store_spec_list l = {0};
     is_int(kiln_store_spec_list(st, NULL, &l, NULL), 0, "list works");
@@ -1229,6 +1420,231 @@ static void test_crash(void)
     is_int(put(st, "after", "debian:12", NULL, NULL, KILN_STORE_PUT_CREATE, NULL), 7,
            "writes work");
     kiln_store_free(st);
+}
+
+/* ---- leases between kiln_jobs instances ---- */
+
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct kiln_buf log_seen = KILN_BUF_INIT;
+
+static void log_capture(enum kiln_log_level level, const char *msg, void *userdata)
+{
+    pthread_mutex_lock(&log_mu);
+    kiln_buf_addf(&log_seen, "%s\n", msg);
+    pthread_mutex_unlock(&log_mu);
+}
+
+static bool log_has(const char *s)
+{
+    pthread_mutex_lock(&log_mu);
+    bool found = log_seen.buf && strstr(log_seen.buf, s);
+    pthread_mutex_unlock(&log_mu);
+    return found;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* A store on the real clock: the workers compare leases with it. */
+static struct kiln_store *open_store_realtime(const char *path)
+{
+    struct kiln_store_options o = {.connections = 4};
+    struct kiln_store *st = NULL;
+    struct kiln_error *e = NULL;
+    int r =
+        pg_url ? kiln_store_open(pg_url, &o, &st, &e) : kiln_store_open_sqlite(path, &o, &st, &e);
+    if (r < 0) {
+        printf("# open: %s\n", e ? e->msg : "?");
+        kiln_error_free(e);
+        return NULL;
+    }
+    return st;
+}
+
+/* A port on 127.0.0.1 that takes connections and never answers: a registry that hangs. */
+static int hang_listener(int *ret_port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 16) < 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) < 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    *ret_port = ntohs(a.sin_port);
+    return fd;
+}
+
+/* Wait up to `ms` for job `id` to be in `phase`. */
+static bool wait_phase(struct kiln_store *st, int64_t id, enum kiln_job_phase phase, long ms)
+{
+    for (long t = 0; t <= ms; t += 20) {
+        struct kiln_store_job j = {0};
+        bool done = kiln_store_job_get(st, id, &j, NULL) == 0 && j.phase == phase;
+        kiln_store_job_release(&j);
+        if (done)
+            return true;
+        sleep_ms(20);
+    }
+    return false;
+}
+
+static bool wait_idle(struct kiln_jobs *jobs, long ms)
+{
+    for (long t = 0; t <= ms; t += 20) {
+        struct kiln_jobs_stats stats;
+        kiln_jobs_stats(jobs, &stats);
+        if (stats.running == 0)
+            return true;
+        sleep_ms(20);
+    }
+    return false;
+}
+
+/*
+ * Two kiln_jobs on one store: A builds a job (its base image on a registry
+ * that never answers) and renews its lease rarely; B, with a short lease,
+ * finds A's lease expired and recovers the job; A's next renewal returns 0,
+ * so A stops the build and leaves the job as B left it.
+ */
+static void test_jobs_leases(void)
+{
+    pg_reset();
+    _cleanup_free_ char *path = db_path("lease.db");
+    _cleanup_free_ char *dir_a = db_path("jobs-a");
+    _cleanup_free_ char *dir_b = db_path("jobs-b");
+    struct kiln_store *st = open_store_realtime(path);
+    ok(st != NULL, "leases: store on the real clock");
+    int port = 0;
+    int lfd = hang_listener(&port);
+    ok(lfd >= 0, "leases: a registry that never answers on port %d", port);
+    if (!st || lfd < 0) {
+        kiln_store_free(st);
+        return;
+    }
+    _cleanup_free_ char *base = kiln_xasprintf("127.0.0.1:%d/kiln/hang:1", port);
+    _cleanup_free_ char *target = kiln_xasprintf("127.0.0.1:%d/kiln/out:1", port);
+    put(st, "hang", base, NULL, NULL, KILN_STORE_PUT_CREATE, NULL);
+    int64_t id = 0;
+    kiln_store_job_create(st, "hang", NULL, target, &id, NULL);
+
+    struct kiln_error *e = NULL;
+    struct kiln_jobs_options ao = {.store = st,
+                                   .data_dir = dir_a,
+                                   .workers = 1,
+                                   .worker_name = "alpha",
+                                   .registry = {.configured = true},
+                                   .beat_ms = 2500,
+                                   .lease_ms = 60000};
+    struct kiln_jobs *ja = NULL, *jb = NULL;
+    is_int(kiln_jobs_start(&ao, &ja, &e), 0, "leases: A starts %s", e ? e->msg : "");
+    kiln_error_free(TAKE_PTR(e));
+    ok(wait_phase(st, id, KILN_JOB_RUNNING, 10000), "leases: A claims the job");
+    ok(job_is(st, id, KILN_JOB_RUNNING, "alpha"), "leases: Running under alpha");
+
+    /* B claims nothing (no registry); its lease is 1 s, A renews every 2.5 s. */
+    struct kiln_jobs_options bo = {.store = st,
+                                   .data_dir = dir_b,
+                                   .workers = 1,
+                                   .worker_name = "beta",
+                                   .beat_ms = 100,
+                                   .lease_ms = 1000};
+    is_int(kiln_jobs_start(&bo, &jb, &e), 0, "leases: B starts %s", e ? e->msg : "");
+    kiln_error_free(TAKE_PTR(e));
+    ok(job_is(st, id, KILN_JOB_RUNNING, "alpha"), "leases: A's fresh lease is not recovered");
+    ok(wait_phase(st, id, KILN_JOB_FAILED, 10000), "leases: B recovers it once the lease expired");
+    struct kiln_store_job j = {0};
+    kiln_store_job_get(st, id, &j, NULL);
+    is_str(j.error_message, "interrupted", "leases: Failed 'interrupted'");
+    int64_t finished = j.finished_ms;
+    kiln_store_job_release(&j);
+    ok(log_has("whose lease expired"), "leases: B says so");
+
+    ok(wait_idle(ja, 15000), "leases: A finds the job lost and stops the build");
+    ok(log_has("no longer Running on alpha"), "leases: A says so");
+    kiln_store_job_get(st, id, &j, NULL);
+    ok(j.phase == KILN_JOB_FAILED && j.finished_ms == finished && j.error_message &&
+           strcmp(j.error_message, "interrupted") == 0,
+       "leases: A left the job as B made it (%s, %s)", kiln_job_phase_name(j.phase),
+       j.error_message ? j.error_message : "");
+    kiln_store_job_release(&j);
+
+    kiln_jobs_stop(jb, 0);
+    kiln_jobs_stop(ja, 0);
+    close(lfd);
+    kiln_store_free(st);
+    kiln_fs_rm_rf_at(AT_FDCWD, dir_a, NULL);
+    kiln_fs_rm_rf_at(AT_FDCWD, dir_b, NULL);
+}
+
+/*
+ * At start, the jobs of dead processes of this host are recovered at once,
+ * and those of live processes (or other hosts) only when their lease expired.
+ */
+static void test_jobs_dead_local(void)
+{
+    pg_reset();
+    _cleanup_free_ char *path = db_path("dead.db");
+    _cleanup_free_ char *dir = db_path("jobs-c");
+    struct kiln_store *st = open_store_realtime(path);
+    ok(st != NULL, "dead: store");
+    if (!st)
+        return;
+    fflush(stdout);
+    pid_t dead = fork();
+    if (dead == 0)
+        _exit(0);
+    waitpid(dead, NULL, 0);
+    long self = (long)getpid();
+    _cleanup_free_ char *w_dead = kiln_xasprintf("testhost-%ld/2", (long)dead);
+    _cleanup_free_ char *w_self = kiln_xasprintf("testhost-%ld", self);
+    _cleanup_free_ char *w_other = kiln_xasprintf("otherhost-%ld", (long)dead);
+    _cleanup_free_ char *w_bad = kiln_xasprintf("testhost-%ldx", (long)dead);
+    int64_t d1 = claim_new(st, "dead1", w_dead);
+    int64_t d2 = claim_new(st, "dead2", w_self);
+    int64_t d3 = claim_new(st, "dead3", "testhost-1"); /* init: alive */
+    int64_t d4 = claim_new(st, "dead4", w_other);
+    int64_t d5 = claim_new(st, "dead5", "ghost");
+    int64_t d6 = claim_new(st, "dead6", w_bad);
+    int64_t d7 = claim_new(st, "dead7", "fresh");
+    ok(d1 && d2 && d3 && d4 && d5 && d6 && d7, "dead: seven jobs claimed");
+    /* ghost's lease expired two minutes ago */
+    _cleanup_free_ char *sql = kiln_xasprintf(
+        "UPDATE jobs SET heartbeat_ms = heartbeat_ms - 120000 WHERE id = %lld", (long long)d5);
+    is_int(raw_exec(path, sql), SQLITE_OK, "dead: ghost's heartbeat is old");
+
+    struct kiln_jobs_options o = {.store = st,
+                                  .data_dir = dir,
+                                  .workers = 2,
+                                  .worker_name = w_self,
+                                  .requeue_interrupted = true};
+    struct kiln_jobs *jc = NULL;
+    struct kiln_error *e = NULL;
+    is_int(kiln_jobs_start(&o, &jc, &e), 0, "dead: start as %s %s", w_self, e ? e->msg : "");
+    kiln_error_free(e);
+    ok(job_is(st, d1, KILN_JOB_PENDING, NULL), "dead: a dead process's job is requeued");
+    ok(job_is(st, d2, KILN_JOB_PENDING, NULL), "dead: our own pid's (a previous life) too");
+    ok(job_is(st, d3, KILN_JOB_RUNNING, "testhost-1"), "dead: a live process's is kept");
+    ok(job_is(st, d4, KILN_JOB_RUNNING, w_other), "dead: another host's is kept");
+    ok(job_is(st, d5, KILN_JOB_PENDING, NULL), "dead: an expired lease is recovered");
+    ok(job_is(st, d6, KILN_JOB_RUNNING, w_bad), "dead: a name that is not host-pid is kept");
+    ok(job_is(st, d7, KILN_JOB_RUNNING, "fresh"), "dead: a fresh lease is kept");
+    ok(log_has("left running by a stopped kiln: queued again"), "dead: said");
+    kiln_jobs_stop(jc, 0);
+
+    struct kiln_jobs_options bad = {
+        .store = st, .data_dir = dir, .beat_ms = 5000, .lease_ms = 5000};
+    e = NULL;
+    is_int(code(kiln_jobs_start(&bad, &jc, &e), &e), KILN_EINVAL, "dead: beat_ms >= lease_ms");
+    bad.beat_ms = -1;
+    is_int(code(kiln_jobs_start(&bad, &jc, &e), &e), KILN_EINVAL, "dead: negative beat_ms");
+    kiln_store_free(st);
+    kiln_fs_rm_rf_at(AT_FDCWD, dir, NULL);
 }
 
 /* ---- 10,000 specs, 100,000 jobs: time list pages ---- */
@@ -1402,6 +1818,7 @@ int main(void)
         test_pg_migrations();
     else
         test_migrations();
+    test_migrate_v2();
 
     pg_reset();
     _cleanup_free_ char *path = db_path("main.db");
@@ -1412,6 +1829,7 @@ int main(void)
         test_list(st);
         test_jobs(st);
         test_recover(st);
+        test_leases(st);
         test_counts_cascade(st, path);
         test_secrets_settings(st);
         is_int(latest_mismatches(path), 0, "every spec's latest job is right");
@@ -1434,6 +1852,11 @@ int main(void)
     test_crash();
     if (pg_url)
         test_pg_reconnect();
+    kiln_log_set_handler(log_capture, NULL, KILN_LOG_DEBUG);
+    test_jobs_leases();
+    test_jobs_dead_local();
+    kiln_log_set_handler(NULL, NULL, KILN_LOG_INFO);
+    kiln_buf_release(&log_seen);
     /* Slow under valgrind: KILN_TEST_NO_BENCH=1 skips it. SQLite only (it fills the file). */
     if (!getenv("KILN_TEST_NO_BENCH") && !pg_url)
         test_bench();
