@@ -35,6 +35,7 @@ extern const struct kiln_cmd kiln_cmd_build;
 extern const struct kiln_cmd kiln_cmd_verify;
 extern const struct kiln_cmd kiln_cmd_gc;
 extern const struct kiln_cmd kiln_cmd_serve;
+extern const struct kiln_cmd kiln_cmd_worker;
 extern const struct kiln_cmd kiln_cmd_apply;
 extern const struct kiln_cmd kiln_cmd_get;
 extern const struct kiln_cmd kiln_cmd_describe;

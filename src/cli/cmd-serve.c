@@ -1,4 +1,8 @@
-/* kiln serve: the build service (store, workers, JSON API and web page). */
+/*
+ * kiln serve: the build service (store, workers, JSON API and web page);
+ * kiln worker: the same build workers without the API, for more hosts on one
+ * shared store.
+ */
 #include "util/common.h"
 #include "cli/cli.h"
 
@@ -88,6 +92,32 @@ static const char serve_help[] =
     "\n"
     "registry options:\n" CLI_REGISTRY_OPTIONS_HELP "\n" CLI_REGISTRY_ENV_HELP;
 
+static const char worker_help[] =
+    "usage: kiln worker [--store URL] [--data-dir DIR] [--workers N]\n"
+    "                   [--job-timeout SECS] [--requeue-interrupted] [--runtime R]\n"
+    "                   [--grace SECS] [OPTIONS]\n"
+    "\n"
+    "Run N build workers without the API: they claim the jobs that `kiln serve`\n"
+    "(on this or another host) queues in the same store and build them exactly\n"
+    "as kiln serve's own workers do. For more build capacity on more hosts: point\n"
+    "every kiln serve and kiln worker at one PostgreSQL store (--store\n"
+    "postgresql://...). Running jobs are leased (renewed every 10 s; a job whose\n"
+    "lease expired for 60 s is recovered by any process). A job's log is written\n"
+    "to DIR/logs on the host that builds it. Needs root (overlays, runc) and\n"
+    "an image registry (KILN_REGISTRY_ENDPOINT...): without one it refuses to start.\n"
+    "Prints \"kiln worker: N build workers running as HOST-PID (data in DIR)\" on\n"
+    "stderr once running. SIGTERM or SIGINT stops it as it stops kiln serve.\n"
+    "\n"
+    "  --store URL             sqlite:PATH (default sqlite:DIR/kiln.db: kiln serve on\n"
+    "                          the same machine) or postgresql://...; KILN_STORE_URL\n"
+    "  --data-dir DIR          job logs (DIR/logs) and the build store (KILN_DATA_DIR,\n"
+    "                          default " KILN_DEFAULT_DATA_DIR ")\n"
+    "  --workers N, --job-timeout SECS, --requeue-interrupted, --runtime NAME|PATH,\n"
+    "  --grace SECS            as for kiln serve (see kiln serve --help, which also\n"
+    "                          lists the registry and pip settings)\n"
+    "\n"
+    "registry options:\n" CLI_REGISTRY_OPTIONS_HELP "\n" CLI_REGISTRY_ENV_HELP;
+
 enum {
     OPT_LISTEN = 0x200,
     OPT_DATA_DIR,
@@ -117,6 +147,9 @@ static bool parse_long(const char *s, long min, long max, long *ret)
     return true;
 }
 
+/* "serve" or "worker": the command running, for messages */
+static const char *cmd_name = "serve";
+
 static void log_to_stderr(enum kiln_log_level level, const char *msg, void *userdata)
 {
     (void)userdata;
@@ -125,7 +158,7 @@ static void log_to_stderr(enum kiln_log_level level, const char *msg, void *user
     struct tm tm;
     gmtime_r(&now, &tm);
     strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    fprintf(stderr, "kiln serve: %s %s%s\n", stamp,
+    fprintf(stderr, "kiln %s: %s %s%s\n", cmd_name, stamp,
             level == KILN_LOG_ERROR  ? "error: "
             : level == KILN_LOG_WARN ? "warning: "
                                      : "",
@@ -257,8 +290,10 @@ static int registry_setup(struct cli_registry_config *cfg, struct registry_setup
     return 0;
 }
 
-static int run_serve(int argc, char **argv)
+static int serve_main(int argc, char **argv, bool api)
 {
+    cmd_name = api ? "serve" : "worker";
+    const struct kiln_cmd *self = api ? &kiln_cmd_serve : &kiln_cmd_worker;
     static const struct option opts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
         {"data-dir", required_argument, NULL, OPT_DATA_DIR},
@@ -289,7 +324,7 @@ static int run_serve(int argc, char **argv)
     int c;
     optind = 0;
     while ((c = getopt_long(argc, argv, "hqv", opts, NULL)) != -1) {
-        int r = cli_registry_config_option(&cfg, "serve", c, optarg);
+        int r = cli_registry_config_option(&cfg, cmd_name, c, optarg);
         if (r < 0) {
             rc = -r;
             goto out;
@@ -298,6 +333,11 @@ static int run_serve(int argc, char **argv)
             continue;
         switch (c) {
         case OPT_LISTEN:
+            if (!api) {
+                rc =
+                    cli_usage_error(cmd_name, "--listen: a worker serves no API (kiln serve does)");
+                goto out;
+            }
             listen = optarg;
             break;
         case OPT_DATA_DIR:
@@ -308,14 +348,14 @@ static int run_serve(int argc, char **argv)
             break;
         case OPT_WORKERS:
             if (!parse_long(optarg, 1, 64, &workers)) {
-                rc = cli_usage_error("serve", "--workers wants a number from 1 to 64, not '%s'",
+                rc = cli_usage_error(cmd_name, "--workers wants a number from 1 to 64, not '%s'",
                                      optarg);
                 goto out;
             }
             break;
         case OPT_JOB_TIMEOUT:
             if (!parse_long(optarg, 1, 30L * 24 * 3600, &job_timeout)) {
-                rc = cli_usage_error("serve", "--job-timeout: '%s' is not a number of seconds",
+                rc = cli_usage_error(cmd_name, "--job-timeout: '%s' is not a number of seconds",
                                      optarg);
                 goto out;
             }
@@ -328,31 +368,35 @@ static int run_serve(int argc, char **argv)
             break;
         case OPT_GRACE:
             if (!parse_long(optarg, 0, 24L * 3600, &grace)) {
-                rc = cli_usage_error("serve", "--grace: '%s' is not a number of seconds", optarg);
+                rc = cli_usage_error(cmd_name, "--grace: '%s' is not a number of seconds", optarg);
                 goto out;
             }
             break;
         case OPT_HTTP_THREADS:
+            if (!api) {
+                rc = cli_usage_error(cmd_name, "--http-threads: a worker serves no API");
+                goto out;
+            }
             if (!parse_long(optarg, 1, 256, &threads)) {
                 rc = cli_usage_error(
-                    "serve", "--http-threads wants a number from 1 to 256, not '%s'", optarg);
+                    cmd_name, "--http-threads wants a number from 1 to 256, not '%s'", optarg);
                 goto out;
             }
             break;
         case 'h':
-            cli_print_help(&kiln_cmd_serve);
+            cli_print_help(self);
             goto out;
         default:
-            rc = cli_usage_error("serve", "unknown option");
+            rc = cli_usage_error(cmd_name, "unknown option");
             goto out;
         }
     }
     if (optind < argc) {
-        rc = cli_usage_error("serve", "unexpected argument '%s'", argv[optind]);
+        rc = cli_usage_error(cmd_name, "unexpected argument '%s'", argv[optind]);
         goto out;
     }
     if (!strchr(listen, ':')) {
-        rc = cli_usage_error("serve", "--listen wants ADDR:PORT, not '%s'", listen);
+        rc = cli_usage_error(cmd_name, "--listen wants ADDR:PORT, not '%s'", listen);
         goto out;
     }
 
@@ -395,9 +439,14 @@ static int run_serve(int argc, char **argv)
             goto out;
         }
     }
-    char token_hex[KILN_SHA256_HEX_LEN + 1];
-    if (admin_token(st, token_hex, &err) < 0 || registry_setup(&cfg, &rs, &err) < 0) {
+    char token_hex[KILN_SHA256_HEX_LEN + 1] = "";
+    if ((api && admin_token(st, token_hex, &err) < 0) || registry_setup(&cfg, &rs, &err) < 0) {
         rc = cli_fail(err);
+        goto out;
+    }
+    if (!api && !rs.rc.configured) {
+        rc = cli_usage_error(cmd_name, "no image registry configured (KILN_REGISTRY_ENDPOINT): "
+                                       "a worker would build nothing");
         goto out;
     }
     if (rs.rc.configured)
@@ -441,6 +490,12 @@ static int run_serve(int argc, char **argv)
         rc = cli_fail(err);
         goto out;
     }
+    if (!api) {
+        fprintf(stderr, "kiln worker: %ld build worker%s running as %s (data in %s)\n", workers,
+                workers == 1 ? "" : "s", worker_name, data_dir);
+        fflush(stderr);
+        goto wait;
+    }
     struct kiln_server_options so = {
         .listen = listen,
         .threads = (int)threads,
@@ -459,6 +514,7 @@ static int run_serve(int argc, char **argv)
             (unsigned)kiln_server_port(srv));
     fflush(stderr);
 
+wait:;
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0)
         ;
@@ -479,6 +535,23 @@ out:
     cli_registry_config_release(&cfg);
     return rc;
 }
+
+static int run_serve(int argc, char **argv)
+{
+    return serve_main(argc, argv, true);
+}
+
+static int run_worker(int argc, char **argv)
+{
+    return serve_main(argc, argv, false);
+}
+
+const struct kiln_cmd kiln_cmd_worker = {
+    .name = "worker",
+    .run = run_worker,
+    .summary = "run build workers only, on a store shared with kiln serve",
+    .help = worker_help,
+};
 
 const struct kiln_cmd kiln_cmd_serve = {
     .name = "serve",

@@ -80,7 +80,7 @@ static const struct kiln_cmd *const commands[] = {
     &kiln_cmd_spec, &kiln_cmd_dockerfile, &kiln_cmd_inspect, &kiln_cmd_copy,   &kiln_cmd_pull,
     &kiln_cmd_push, &kiln_cmd_base,       &kiln_cmd_unpack,  &kiln_cmd_build,  &kiln_cmd_verify,
     &kiln_cmd_gc,   &kiln_cmd_serve,      &kiln_cmd_apply,   &kiln_cmd_get,    &kiln_cmd_describe,
-    &kiln_cmd_logs, &kiln_cmd_cancel,     &kiln_cmd_rebuild, &kiln_cmd_delete,
+    &kiln_cmd_logs, &kiln_cmd_cancel,     &kiln_cmd_rebuild, &kiln_cmd_delete, &kiln_cmd_worker,
 };
 
 static const char main_help[] =

@@ -50,6 +50,10 @@ stop_serve() { # stop_serve [SIGNAL]: stop the running kiln serve, wait for it
 }
 cleanup() {
     stop_serve KILL
+    if [ -n "${WPID:-}" ]; then
+        kill -9 "$WPID" 2>/dev/null
+        wait "$WPID" 2>/dev/null
+    fi
     # never leave a container or a mount behind, whatever happened
     for d in "$T"/data*/runtime; do
         [ -d "$d" ] || continue
@@ -420,6 +424,49 @@ is "$(still "$SNAP")" "" "nothing of it is left behind"
 stop_serve TERM
 is "$SERVE_RC" 0 "an idle kiln serve stops at once on SIGTERM"
 is "$(leftovers | tr '\n' ' ')" "" "in the end no container, mount or build dir is left"
+
+# ---- 12b. kiln worker: more build workers on the same store, no API ---------------------------
+start_serve s6 "$D" --workers 1
+"$KILN" worker --store "sqlite:$D/kiln.db" --data-dir "$T/dataw" --runtime runc --workers 1 \
+    </dev/null >"$T/w1.out" 2>"$T/w1.err" &
+WPID=$!
+i=0
+while [ $i -lt 300 ] && ! grep -q '^kiln worker: 1 build worker running as ' "$T/w1.err"; do
+    kill -0 "$WPID" 2>/dev/null || break
+    sleep 0.1
+    i=$((i + 1))
+done
+grep -q '^kiln worker: 1 build worker running as ' "$T/w1.err"
+ok $? "kiln worker starts (no API) on kiln serve's store"
+WNAME=$(sed -n 's/^kiln worker: 1 build worker running as \([^ ]*\) .*/\1/p' "$T/w1.err" | head -n 1)
+# wa's apt step (not in any cache) keeps its builder busy for seconds; wb is
+# queued once wa runs, so the other pool's idle worker takes it: kiln serve's
+# at once, or kiln worker's at its next look at the store (every 2 s)
+api PUT /api/v1/specs/wa "$(body wa bc kilntest-hello==1.0 pull)"
+JWA=$(jb -r .job.id)
+i=0
+while [ $i -lt 300 ]; do
+    api GET "/api/v1/jobs/$JWA"
+    [ "$(jb -r .phase)" = Pending ] || break
+    sleep 0.1
+    i=$((i + 1))
+done
+api PUT /api/v1/specs/wb "$(body wb file kilntest-hello==1.0 pull)"
+JWB=$(jb -r .job.id)
+wait_job "$JWA" 180
+PA=$PHASE
+wait_job "$JWB" 180
+is "$PA $PHASE" "Succeeded Succeeded" "two specs queued one after the other are both built"
+BY_W=$(grep -l "worker $WNAME)" "$T/dataw/logs/$JWA.log" "$T/dataw/logs/$JWB.log" 2>/dev/null | wc -l)
+BY_S=$(ls "$D/logs/$JWA.log" "$D/logs/$JWB.log" 2>/dev/null | wc -l)
+is "$BY_W $BY_S" "1 1" "kiln worker built one ($WNAME) and kiln serve the other"
+kill -TERM "$WPID" 2>/dev/null
+i=0
+while kill -0 "$WPID" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+wait "$WPID" 2>/dev/null
+is "$?" 0 "kiln worker stops on SIGTERM with status 0"
+stop_serve TERM
+is "$(grep " $T/dataw/" /proc/self/mounts | wc -l)" 0 "the worker left no mount behind"
 
 # ---- 13. no registry configured ------------------------------------------------------------
 (
