@@ -23,6 +23,12 @@
 #define SSE_KEEPALIVE_MS 15000
 /* The largest log tail asked for in lines. */
 #define TAIL_MAX 1000000
+/*
+ * How long after a job (that ran) finished a stream waits for its stored log
+ * when there is no log file here: the worker stores it just after it
+ * records the end.
+ */
+#define STORED_LOG_WAIT_MS 10000
 /* A log line longer than this is sent in pieces over SSE. */
 #define SSE_LINE_MAX (64 * 1024)
 #define HTTP_CODES   600
@@ -740,6 +746,21 @@ static uint64_t tail_offset(int fd, uint64_t size, uint64_t n)
     return 0;
 }
 
+/* The offset where the last n lines of `size` bytes in memory start (as tail_offset). */
+static uint64_t mem_tail_offset(const char *p, uint64_t size, uint64_t n)
+{
+    if (n == 0)
+        return size;
+    uint64_t lines = 0;
+    for (uint64_t i = size; i-- > 0;) {
+        if (p[i] != '\n' || i == size - 1)
+            continue;
+        if (++lines == n)
+            return i + 1;
+    }
+    return 0;
+}
+
 static int open_log(struct kiln_api *a, int64_t id)
 {
     _cleanup_free_ char *path = kiln_jobs_log_path(a->data_dir, id);
@@ -748,17 +769,40 @@ static int open_log(struct kiln_api *a, int64_t id)
     return open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 }
 
+/*
+ * The copy of job `id`'s log kept in the store (another kiln serve ran the
+ * job): 1 and *ret (caller frees), *ret_len; 0 when there is none; < 0 on a
+ * store error (in *err).
+ */
+static int stored_log(struct kiln_api *a, int64_t id, char **ret, size_t *ret_len,
+                      struct kiln_error **err)
+{
+    int rc = kiln_store_job_log_get(a->store, id, ret, ret_len, NULL, err);
+    if (rc == -KILN_ENOTFOUND) {
+        if (err)
+            kiln_error_freep(err);
+        return 0;
+    }
+    return rc < 0 ? rc : 1;
+}
+
 struct kiln_api_stream {
     struct kiln_api *api;
     int64_t job_id;
     bool sse;
     int fd;
+    char *mem; /* or the stored copy of the log (when there is no file here) */
+    size_t mem_len;
     uint64_t off;        /* log bytes consumed */
     struct kiln_buf out; /* bytes ready to send */
     size_t out_pos;
-    struct kiln_buf line; /* SSE: a log line not yet ended */
-    char *last_job;       /* SSE: the job JSON last sent */
-    bool final_seen;      /* a look at the store found the job final (or gone) */
+    struct kiln_buf line;   /* SSE: a log line not yet ended */
+    char *last_job;         /* SSE: the job JSON last sent */
+    bool final_seen;        /* a look at the store found the job final (or gone) */
+    bool gone;              /* deleted */
+    bool ran;               /* the job was started (so it may have a stored log) */
+    int64_t finished_ms;    /* the job's end (real ms), once final */
+    int64_t last_store_try; /* mono ms of the last look for a stored log; 0: none */
     bool done;
     int64_t last_check; /* mono ms */
     int64_t last_sent;  /* mono ms */
@@ -787,6 +831,7 @@ void kiln_api_stream_free(struct kiln_api_stream *s)
         return;
     if (s->fd >= 0)
         close(s->fd);
+    free(s->mem);
     kiln_buf_release(&s->out);
     kiln_buf_release(&s->line);
     free(s->last_job);
@@ -822,12 +867,16 @@ static void stream_check(struct kiln_api_stream *s)
     int rc = kiln_store_job_get(s->api->store, s->job_id, &j, NULL);
     if (rc == -KILN_ENOTFOUND) {
         s->final_seen = true; /* deleted: nothing more will come */
+        s->gone = true;
         return;
     }
     if (rc < 0)
         return; /* try again next time */
-    if (kiln_job_phase_is_final(j.phase))
+    s->ran = j.started_ms > 0;
+    if (kiln_job_phase_is_final(j.phase)) {
         s->final_seen = true;
+        s->finished_ms = j.finished_ms;
+    }
     if (s->sse) {
         json_t *v = kiln_apijson_job(&j, false, now_ms());
         /* the duration ticks while running: changes are in everything else */
@@ -850,22 +899,61 @@ static void stream_check(struct kiln_api_stream *s)
     kiln_store_job_release(&j);
 }
 
+/*
+ * With no log file here and the job final: look for its stored copy (at most
+ * every STREAM_CHECK_MS). True when the stream now reads it.
+ */
+static bool stream_load_stored(struct kiln_api_stream *s)
+{
+    int64_t now = mono_ms();
+    if (s->last_store_try && now - s->last_store_try < STREAM_CHECK_MS)
+        return false;
+    s->last_store_try = now;
+    struct kiln_error *e = NULL;
+    int rc = stored_log(s->api, s->job_id, &s->mem, &s->mem_len, &e);
+    if (rc < 0)
+        kiln_log(KILN_LOG_WARN, "api: job %lld: stored log: %s", (long long)s->job_id,
+                 e ? e->msg : "?");
+    kiln_error_free(e);
+    return rc > 0;
+}
+
+/* A job final without any log yet, whose stored log may still come (see STORED_LOG_WAIT_MS). */
+static bool stream_awaits_stored(const struct kiln_api_stream *s)
+{
+    return s->fd < 0 && !s->mem && !s->gone && s->ran && s->finished_ms > 0 &&
+           now_ms() - s->finished_ms < STORED_LOG_WAIT_MS;
+}
+
+/* Up to `max` bytes of the log at `off` (the file, or the stored copy); <= 0 at the end. */
+static ssize_t stream_pread(struct kiln_api_stream *s, char *buf, size_t max, uint64_t off)
+{
+    if (s->fd >= 0)
+        return pread(s->fd, buf, max, (off_t)off);
+    if (off >= s->mem_len)
+        return 0;
+    size_t n = s->mem_len - (size_t)off < max ? s->mem_len - (size_t)off : max;
+    memcpy(buf, s->mem + off, n);
+    return (ssize_t)n;
+}
+
 /* Read what the log has past s->off: into buf (plain) or as SSE events into s->out. */
 static ssize_t stream_read_log(struct kiln_api_stream *s, char *buf, size_t max)
 {
-    if (s->fd < 0) {
+    if (s->fd < 0 && !s->mem) {
         s->fd = open_log(s->api, s->job_id);
-        if (s->fd < 0)
+        /* no file here: another kiln serve ran the job; its log is stored once it is final */
+        if (s->fd < 0 && (!s->final_seen || s->gone || !stream_load_stored(s)))
             return 0;
     }
     if (!s->sse) {
-        ssize_t n = pread(s->fd, buf, max, (off_t)s->off);
+        ssize_t n = stream_pread(s, buf, max, s->off);
         if (n > 0)
             s->off += (uint64_t)n;
         return n < 0 ? 0 : n;
     }
     char tmp[16 * 1024];
-    ssize_t n = pread(s->fd, tmp, sizeof(tmp), (off_t)s->off);
+    ssize_t n = stream_pread(s, tmp, sizeof(tmp), s->off);
     if (n <= 0)
         return 0;
     size_t i = 0;
@@ -926,7 +1014,7 @@ ssize_t kiln_api_stream_read(struct kiln_api_stream *s, char *buf, size_t max)
             s->last_sent = now;
             return n;
         }
-        if (n == 0 && final_before) {
+        if (n == 0 && final_before && !stream_awaits_stored(s)) {
             /* the job ended before this read found the end of the log: all is sent */
             if (s->sse) {
                 if (s->line.len) {
@@ -983,26 +1071,47 @@ static void job_log(struct kiln_api *a, int64_t id, const struct kiln_api_reques
     _cleanup_free_ char *filename = kiln_xasprintf("%s-%s.log", j.spec_name, j.revision);
     kiln_store_job_release(&j);
 
+    /* The log file here, else (another kiln serve ran the job) the copy in the store. */
+    int fd = open_log(a, id);
+    _cleanup_free_ char *mem = NULL;
+    size_t mem_len = 0;
+    if (fd < 0) {
+        rc = stored_log(a, id, &mem, &mem_len, &e);
+        if (rc < 0) {
+            fail(r, rc, e);
+            kiln_error_free(e);
+            return;
+        }
+    }
+
     reset(r);
     r->status = 200;
     kiln_api_response_add_header(r, "Content-Type", "text/plain; charset=utf-8");
     kiln_api_response_add_header(r, "Cache-Control", "no-store");
+    kiln_api_response_add_header(r, "X-Kiln-Log-Source", fd >= 0 ? "file" : mem ? "store" : "none");
     if (download) {
         _cleanup_free_ char *cd = kiln_xasprintf("attachment; filename=\"%s\"", filename);
         kiln_api_response_add_header(r, "Content-Disposition", cd);
     }
-    int fd = open_log(a, id);
     struct stat st;
     uint64_t size = 0, start = 0;
     if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
         size = (uint64_t)st.st_size;
+    else if (mem)
+        size = mem_len;
     if (fd >= 0 && has_tail)
         start = tail_offset(fd, size, tail);
+    else if (mem && has_tail)
+        start = mem_tail_offset(mem, size, tail);
     if (follow) {
         if (fd >= 0)
             close(fd);
         kiln_api_response_add_header(r, "X-Accel-Buffering", "no");
         r->stream = stream_new(a, id, false, start);
+        if (mem) {
+            r->stream->mem = TAKE_PTR(mem);
+            r->stream->mem_len = mem_len;
+        }
         return;
     }
     if (fd >= 0 && size > start) {
@@ -1011,6 +1120,8 @@ static void job_log(struct kiln_api *a, int64_t id, const struct kiln_api_reques
         r->body_fd_len = size - start;
     } else if (fd >= 0) {
         close(fd);
+    } else if (mem && size > start) {
+        kiln_buf_add(&r->body, mem + start, (size_t)(size - start));
     }
 }
 
@@ -1040,8 +1151,15 @@ static void job_events(struct kiln_api *a, int64_t id, const struct kiln_api_req
         int fd = open_log(a, id);
         struct stat st;
         uint64_t size = fd >= 0 && fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0;
-        if (fd >= 0)
+        if (fd >= 0) {
             close(fd);
+        } else {
+            /* another kiln serve ran it: the size of the stored copy */
+            _cleanup_free_ char *mem = NULL;
+            size_t mem_len = 0;
+            if (stored_log(a, id, &mem, &mem_len, NULL) > 0)
+                size = mem_len;
+        }
         if (from >= size) {
             r->status = 204;
             return;

@@ -136,6 +136,92 @@ char *kiln_jobs_target(const struct kiln_registry_config *rc, const char *name,
     return ret;
 }
 
+/* ---- the job's log in the store ---- */
+
+/* Read up to `len` bytes at `off`: the number read (short at the end of the file), or -1. */
+static ssize_t pread_full(int fd, char *buf, size_t len, off_t off)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = pread(fd, buf + got, len - got, off + (off_t)got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            break;
+        got += (size_t)n;
+    }
+    return (ssize_t)got;
+}
+
+int kiln_jobs_store_log(struct kiln_store *st, int64_t id, const char *path, const char *host,
+                        struct kiln_error **err)
+{
+    char hostname[256] = "";
+    if (!host) {
+        if (gethostname(hostname, sizeof(hostname) - 1) < 0 || !hostname[0])
+            snprintf(hostname, sizeof(hostname), "this host");
+        hostname[sizeof(hostname) - 1] = '\0';
+        host = hostname;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+    if (fd < 0)
+        return kiln_error_set(err, errno == ENOENT ? KILN_ENOTFOUND : KILN_EIO, errno,
+                              "job %" PRId64 ": read log '%s'", id, path);
+    struct stat sb;
+    if (fstat(fd, &sb) < 0) {
+        int e = errno;
+        close(fd);
+        return kiln_error_set(err, KILN_EIO, e, "job %" PRId64 ": stat log '%s'", id, path);
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return kiln_error_set(err, KILN_EIO, 0, "job %" PRId64 ": log '%s' is not a regular file",
+                              id, path);
+    }
+    uint64_t size = (uint64_t)sb.st_size;
+    struct kiln_buf b = KILN_BUF_INIT;
+    bool truncated = size > KILN_STORE_LOG_MAX;
+    int r = 0;
+    if (!truncated) {
+        kiln_buf_grow(&b, (size_t)size + 1);
+        ssize_t n = pread_full(fd, b.buf, (size_t)size, 0);
+        if (n < 0)
+            r = kiln_error_set(err, KILN_EIO, errno, "job %" PRId64 ": read log '%s'", id, path);
+        else
+            b.len = (size_t)n;
+        b.buf[b.len] = '\0';
+    } else {
+        /* the first line, sized for the most bytes it can name */
+        _cleanup_free_ char *widest =
+            kiln_xasprintf("[log truncated: the first %" PRIu64 " bytes are only on %s in %s]\n",
+                           size, host, path);
+        size_t room = KILN_STORE_LOG_MAX - strlen(widest);
+        uint64_t off = size - room;
+        _cleanup_free_ char *tail = kiln_xmalloc(room);
+        ssize_t n = pread_full(fd, tail, room, (off_t)off);
+        if (n < 0) {
+            r = kiln_error_set(err, KILN_EIO, errno, "job %" PRId64 ": read log '%s'", id, path);
+        } else {
+            /* start at a line: after the first newline (when a line is not too long) */
+            size_t skip = 0;
+            const char *nl =
+                memchr(tail, '\n', (size_t)n < LOG_LINE_MAX * 2 ? (size_t)n : LOG_LINE_MAX * 2);
+            if (nl)
+                skip = (size_t)(nl - tail) + 1;
+            kiln_buf_addf(&b, "[log truncated: the first %" PRIu64 " bytes are only on %s in %s]\n",
+                          off + skip, host, path);
+            kiln_buf_add(&b, tail + skip, (size_t)n - skip);
+        }
+    }
+    close(fd);
+    if (r >= 0)
+        r = kiln_store_job_log_put(st, id, b.buf ? b.buf : "", b.len, truncated, err);
+    kiln_buf_release(&b);
+    return r;
+}
+
 /* ---- the job's log file ---- */
 
 struct joblog {
@@ -504,6 +590,14 @@ static void run_job(struct worker *w, struct kiln_store_job *job)
                  job->id, kiln_job_phase_name(phase), err ? ": " : "", err ? err->msg : "");
     else if (r < 0)
         kiln_log(KILN_LOG_WARN, "job %" PRId64 ": cannot record the result: %s", job->id, err->msg);
+    if (r >= 0) {
+        /* a copy of the log for every kiln serve on the database: a failure is only a warning */
+        kiln_error_free(TAKE_PTR(err));
+        int lr = kiln_jobs_store_log(j->st, job->id, path, NULL, &err);
+        if (lr < 0)
+            kiln_log(KILN_LOG_WARN, "job %" PRId64 ": cannot keep its log in the store: %s",
+                     job->id, err ? err->msg : "?");
+    }
     if (r == -KILN_ECONFLICT)
         kiln_log(KILN_LOG_INFO, "job %" PRId64 " (%s-%s): dropped after %.1f s", job->id,
                  job->spec_name, job->revision, secs);

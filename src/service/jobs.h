@@ -8,6 +8,12 @@
  * the end) and finishing the job Succeeded (digest, image URL = the target),
  * Failed (the engine's error message) or Cancelled.
  *
+ * Stored logs: once a job is finished (its result recorded), the worker
+ * keeps a copy of its log in the store (kiln_jobs_store_log), so that any
+ * kiln serve sharing the database can serve it; a failure to store it is a
+ * warning, never a job failure (and a crash in between leaves a finished
+ * job without a stored log).
+ *
  * Cancel: kiln_jobs_cancel() asks the store (Pending -> Cancelled at once,
  * Running -> cancel_requested) and tells the worker running it, whose
  * build's `cancelled` hook then returns 1 (the engine kills the step's
@@ -118,6 +124,16 @@ int kiln_jobs_cancel(struct kiln_jobs *j, struct kiln_store *st, int64_t id,
 
 /* "DATA/logs/<id>.log" (caller frees); the file may not exist yet. */
 char *kiln_jobs_log_path(const char *data_dir, int64_t id);
+
+/*
+ * Store the log file `path` of job `id` (kiln_store_job_log_put). A log
+ * over KILN_STORE_LOG_MAX keeps its end (where the errors are), from a line
+ * start, after a first line "[log truncated: the first N bytes are only on
+ * HOST in PATH]" (HOST: `host`, NULL for this machine's name), and is
+ * marked truncated. A missing file is -KILN_ENOTFOUND (nothing stored).
+ */
+int kiln_jobs_store_log(struct kiln_store *st, int64_t id, const char *path, const char *host,
+                        struct kiln_error **err);
 
 /* The target image of a spec revision per the registry config (caller frees), or NULL
  * when no registry is configured. */

@@ -2,6 +2,7 @@
 #include "service/store.h"
 
 #include <libpq-fe.h>
+#include <limits.h>
 #include <pthread.h>
 
 #include "util/log.h"
@@ -185,11 +186,27 @@ static const char schema_v2[] =
  */
 static const char schema_v3[] = "ALTER TABLE jobs ADD COLUMN heartbeat_ms BIGINT;\n";
 
+/*
+ * v4: job_logs, a finished job's log (its last KILN_STORE_LOG_MAX bytes at
+ * most: `truncated` when the beginning was left out; `size` the bytes
+ * kept), so that every process sharing the database can serve it. It goes
+ * with its job (and the job with its spec). BYTEA: a log is any bytes.
+ */
+static const char schema_v4[] =
+    "CREATE TABLE job_logs (\n"
+    "  job_id BIGINT NOT NULL PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,\n"
+    "  log BYTEA NOT NULL,\n"
+    "  size BIGINT NOT NULL,\n"
+    "  truncated BOOLEAN NOT NULL DEFAULT FALSE,\n"
+    "  stored_ms BIGINT NOT NULL\n"
+    ");\n";
+
 /* Migration i takes the schema from version i to i + 1; append, never edit (as in SQLite's). */
 static const char *const migrations[] = {
     schema_v1,
     schema_v2,
     schema_v3,
+    schema_v4,
 };
 
 #define SCHEMA_VERSION ((int)KILN_ARRAY_SIZE(migrations))
@@ -284,6 +301,18 @@ static const char sql_running_workers[] =
     "SELECT DISTINCT worker COLLATE \"C\" AS w FROM jobs WHERE phase = 'Running' AND "
     "worker IS NOT NULL ORDER BY w";
 static const char sql_job_counts[] = "SELECT phase, COUNT(*) FROM jobs GROUP BY phase";
+/*
+ * The spec row of job $1 held FOR KEY SHARE while its log is written: a
+ * spec delete (whose cascade would take the job) waits, a claim or a finish
+ * (FOR NO KEY UPDATE) does not. No row: no such job.
+ */
+static const char sql_log_lock_spec[] =
+    "SELECT 1 FROM specs WHERE name = (SELECT spec_name FROM jobs WHERE id = $1) FOR KEY SHARE";
+static const char sql_log_put[] =
+    "INSERT INTO job_logs (job_id, log, size, truncated, stored_ms) VALUES ($1, $2, $3, "
+    "$4::boolean, $5) ON CONFLICT (job_id) DO UPDATE SET log = excluded.log, size = "
+    "excluded.size, truncated = excluded.truncated, stored_ms = excluded.stored_ms";
+static const char sql_log_get[] = "SELECT log, truncated FROM job_logs WHERE job_id = $1";
 static const char sql_secret_insert[] =
     "INSERT INTO secrets (name, dockerconfigjson, created_ms) VALUES ($1, $2, $3) "
     "ON CONFLICT (name) DO NOTHING";
@@ -423,7 +452,8 @@ static bool is_retryable(const struct conn *c, const char *sql)
 
 /*
  * Run `sql` with parameters by a format: 't' text (NULL is NULL), 'i'
- * int64_t, one letter per $1, $2, ... On success *ret (when not NULL) is
+ * int64_t, 'b' binary bytes (const char *, size_t: for a BYTEA), one
+ * letter per $1, $2, ... On success *ret (when not NULL) is
  * the result (the caller PQclears it); on failure an error naming `what`,
  * and *ret_failed (when not NULL) keeps the failed result for its SQLSTATE.
  */
@@ -432,12 +462,22 @@ static int vquery(struct conn *c, const char *sql, PGresult **ret, PGresult **re
 {
     char nums[MAX_PARAMS][24];
     const char *values[MAX_PARAMS];
+    int lengths[MAX_PARAMS] = {0};
+    int formats[MAX_PARAMS] = {0};
     int n = 0;
     for (; fmt[n]; n++) {
         if (n >= MAX_PARAMS)
             return kiln_error_set(err, KILN_EINTERNAL, 0, "%s: too many parameters", what);
         if (fmt[n] == 't') {
             values[n] = va_arg(ap, const char *);
+        } else if (fmt[n] == 'b') {
+            const char *v = va_arg(ap, const char *);
+            size_t len = va_arg(ap, size_t);
+            if (len > INT_MAX)
+                return kiln_error_set(err, KILN_EINVAL, 0, "%s: %zu bytes are too many", what, len);
+            values[n] = v ? v : "";
+            lengths[n] = (int)len;
+            formats[n] = 1;
         } else {
             snprintf(nums[n], sizeof(nums[n]), "%lld", (long long)va_arg(ap, int64_t));
             values[n] = nums[n];
@@ -447,7 +487,7 @@ static int vquery(struct conn *c, const char *sql, PGresult **ret, PGresult **re
     if (r < 0)
         return kiln_store_errctx(r, err, "%s", what);
     for (int attempt = 0;; attempt++) {
-        PGresult *res = PQexecParams(c->db, sql, n, NULL, values, NULL, NULL, 0);
+        PGresult *res = PQexecParams(c->db, sql, n, NULL, values, lengths, formats, 0);
         ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
         if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
             if (ret)
@@ -1134,6 +1174,58 @@ static int op_job_counts(void *impl, int64_t ret_counts[KILN_JOB_PHASES], struct
     return 0;
 }
 
+/* ---- job logs ---- */
+
+static int op_job_log_put(void *impl, int64_t id, const char *data, size_t len, bool truncated,
+                          struct kiln_error **err)
+{
+    struct pg *pg = impl;
+    _cleanup_conn_ struct conn *c = conn_get(pg);
+    _cleanup_result_ PGresult *res = NULL;
+    int r = tx_begin(c, err);
+    if (r >= 0)
+        r = query(c, sql_log_lock_spec, &res, "lock spec of job", err, "i", id);
+    if (r < 0)
+        return kiln_store_errctx(r, err, "job %lld", (long long)id);
+    if (PQntuples(res) == 0)
+        return kiln_error_set(err, KILN_ENOTFOUND, 0, "job %lld: not found", (long long)id);
+    int64_t n = exec(c, sql_log_put, "store log", err, "ibiti", id, data, len, (int64_t)len,
+                     truncated ? "true" : "false", now_ms(pg));
+    r = n < 0 ? (int)n : tx_commit(c, err);
+    if (r < 0)
+        return kiln_store_errctx(r, err, "job %lld", (long long)id);
+    return 0;
+}
+
+static int op_job_log_get(void *impl, int64_t id, char **ret, size_t *ret_len, bool *ret_truncated,
+                          struct kiln_error **err)
+{
+    _cleanup_conn_ struct conn *c = conn_get(impl);
+    _cleanup_result_ PGresult *res = NULL;
+    int r = query(c, sql_log_get, &res, "get log", err, "i", id);
+    if (r < 0)
+        return kiln_store_errctx(r, err, "job %lld", (long long)id);
+    if (PQntuples(res) == 0)
+        return kiln_error_set(err, KILN_ENOTFOUND, 0, "job %lld: no stored log", (long long)id);
+    /* text results: the BYTEA comes as hex ("\\x..."); PQunescapeBytea decodes it */
+    size_t len = 0;
+    unsigned char *raw = PQgetisnull(res, 0, 0)
+                             ? NULL
+                             : PQunescapeBytea((const unsigned char *)PQgetvalue(res, 0, 0), &len);
+    if (!raw && !PQgetisnull(res, 0, 0))
+        return kiln_error_set(err, KILN_EIO, 0, "job %lld: cannot decode the stored log",
+                              (long long)id);
+    char *v = kiln_xmalloc(len + 1);
+    if (len)
+        memcpy(v, raw, len);
+    v[len] = '\0';
+    PQfreemem(raw);
+    *ret = v;
+    *ret_len = len;
+    *ret_truncated = col_bool(res, 0, 1);
+    return 0;
+}
+
 /* ---- secrets ---- */
 
 static int op_secret_put(void *impl, const char *name, const char *value, struct kiln_error **err)
@@ -1382,6 +1474,8 @@ static const struct kiln_store_ops pg_ops = {
     .recover = op_recover,
     .running_workers = op_running_workers,
     .job_counts = op_job_counts,
+    .job_log_put = op_job_log_put,
+    .job_log_get = op_job_log_get,
     .secret_put = op_secret_put,
     .secret_list = op_secret_list,
     .secret_get_value = op_secret_get_value,

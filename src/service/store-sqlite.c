@@ -155,11 +155,27 @@ static const char schema_v2[] =
  */
 static const char schema_v3[] = "ALTER TABLE jobs ADD COLUMN heartbeat_ms INTEGER;\n";
 
+/*
+ * v4: job_logs, a finished job's log (its last KILN_STORE_LOG_MAX bytes at
+ * most: `truncated` when the beginning was left out; `size` the bytes
+ * kept), so that every process sharing the database can serve it. It goes
+ * with its job (and the job with its spec).
+ */
+static const char schema_v4[] =
+    "CREATE TABLE job_logs (\n"
+    "  job_id INTEGER NOT NULL PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,\n"
+    "  log BLOB NOT NULL,\n"
+    "  size INTEGER NOT NULL,\n"
+    "  truncated INTEGER NOT NULL DEFAULT 0 CHECK (truncated IN (0, 1)),\n"
+    "  stored_ms INTEGER NOT NULL\n"
+    ");\n";
+
 /* Migration i takes the schema from version i to i + 1; append, never edit. */
 static const char *const migrations[] = {
     schema_v1,
     schema_v2,
     schema_v3,
+    schema_v4,
 };
 
 #define SCHEMA_VERSION ((int)KILN_ARRAY_SIZE(migrations))
@@ -205,6 +221,8 @@ enum stmt_id {
     ST_RECOVER_REQUEUE,
     ST_RUNNING_WORKERS,
     ST_JOB_COUNTS,
+    ST_LOG_PUT,
+    ST_LOG_GET,
     ST_SECRET_FIND,
     ST_SECRET_INSERT,
     ST_SECRET_UPDATE,
@@ -310,6 +328,12 @@ static const char *const stmt_sql[ST__MAX] = {
     [ST_RUNNING_WORKERS] = "SELECT DISTINCT worker FROM jobs WHERE phase = 'Running' AND "
                            "worker IS NOT NULL ORDER BY worker",
     [ST_JOB_COUNTS] = "SELECT phase, COUNT(*) FROM jobs GROUP BY phase",
+    /* one statement under the write lock: the job exists, or nothing is written */
+    [ST_LOG_PUT] = "INSERT INTO job_logs (job_id, log, size, truncated, stored_ms) "
+                   "SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ?1) "
+                   "ON CONFLICT (job_id) DO UPDATE SET log = excluded.log, size = excluded.size, "
+                   "truncated = excluded.truncated, stored_ms = excluded.stored_ms",
+    [ST_LOG_GET] = "SELECT log, truncated FROM job_logs WHERE job_id = ?1",
     [ST_SECRET_FIND] = "SELECT 1 FROM secrets WHERE name = ?1",
     [ST_SECRET_INSERT] =
         "INSERT INTO secrets (name, dockerconfigjson, created_ms) VALUES (?1, ?2, ?3)",
@@ -408,7 +432,8 @@ static int prep(struct conn *c, enum stmt_id id, sqlite3_stmt **ret, struct kiln
 }
 
 /*
- * Bind values by a format: 't' text (NULL binds NULL), 'i' int64_t, one
+ * Bind values by a format: 't' text (NULL binds NULL), 'i' int64_t, 'b' a
+ * blob (const char *, size_t: not copied, so it must outlive the step), one
  * letter per parameter ?1, ?2, ... Returns SQLite's result code.
  */
 static int bindf(sqlite3_stmt *s, const char *fmt, ...)
@@ -421,6 +446,10 @@ static int bindf(sqlite3_stmt *s, const char *fmt, ...)
             const char *v = va_arg(ap, const char *);
             rc = v ? sqlite3_bind_text(s, i + 1, v, -1, SQLITE_TRANSIENT)
                    : sqlite3_bind_null(s, i + 1);
+        } else if (fmt[i] == 'b') {
+            const char *v = va_arg(ap, const char *);
+            size_t n = va_arg(ap, size_t);
+            rc = sqlite3_bind_blob64(s, i + 1, v ? v : "", n, SQLITE_STATIC);
         } else {
             rc = sqlite3_bind_int64(s, i + 1, va_arg(ap, int64_t));
         }
@@ -1079,6 +1108,47 @@ static int op_job_counts(void *impl, int64_t ret_counts[KILN_JOB_PHASES], struct
     return r;
 }
 
+/* ---- job logs ---- */
+
+static int op_job_log_put(void *impl, int64_t id, const char *data, size_t len, bool truncated,
+                          struct kiln_error **err)
+{
+    struct sq *sq = impl;
+    _cleanup_conn_ struct conn *c = conn_get(sq);
+    int r = EXEC(c, ST_LOG_PUT, "store log", err, "ibiii", id, data, len, (int64_t)len,
+                 (int64_t)(truncated ? 1 : 0), now_ms(sq));
+    if (r < 0)
+        return kiln_store_errctx(r, err, "job %lld", (long long)id);
+    if (sqlite3_changes(c->db) == 0)
+        return kiln_error_set(err, KILN_ENOTFOUND, 0, "job %lld: not found", (long long)id);
+    return 0;
+}
+
+static int op_job_log_get(void *impl, int64_t id, char **ret, size_t *ret_len, bool *ret_truncated,
+                          struct kiln_error **err)
+{
+    _cleanup_conn_ struct conn *c = conn_get(impl);
+    _cleanup_stmt_ sqlite3_stmt *s = NULL;
+    int r = QUERY(c, ST_LOG_GET, &s, "get log", err, "i", id);
+    if (r >= 0)
+        r = step(c, s, "get log", err);
+    if (r < 0)
+        return kiln_store_errctx(r, err, "job %lld", (long long)id);
+    if (r == 0)
+        return kiln_error_set(err, KILN_ENOTFOUND, 0, "job %lld: no stored log", (long long)id);
+    const void *p = sqlite3_column_blob(s, 0);
+    int n = sqlite3_column_bytes(s, 0);
+    size_t len = p && n > 0 ? (size_t)n : 0;
+    char *v = kiln_xmalloc(len + 1);
+    if (len)
+        memcpy(v, p, len);
+    v[len] = '\0';
+    *ret = v;
+    *ret_len = len;
+    *ret_truncated = sqlite3_column_int(s, 1) != 0;
+    return 0;
+}
+
 /* ---- secrets ---- */
 
 static int op_secret_put(void *impl, const char *name, const char *value, struct kiln_error **err)
@@ -1314,6 +1384,8 @@ static const struct kiln_store_ops sqlite_ops = {
     .recover = op_recover,
     .running_workers = op_running_workers,
     .job_counts = op_job_counts,
+    .job_log_put = op_job_log_put,
+    .job_log_get = op_job_log_get,
     .secret_put = op_secret_put,
     .secret_list = op_secret_list,
     .secret_get_value = op_secret_get_value,

@@ -508,6 +508,41 @@ int kiln_store_job_counts(struct kiln_store *st, int64_t ret_counts[KILN_JOB_PHA
     return r;
 }
 
+int kiln_store_job_log_put(struct kiln_store *st, int64_t id, const char *data, size_t len,
+                           bool truncated, struct kiln_error **err)
+{
+    int r = check_id(id, err);
+    if (r < 0)
+        return r;
+    if (!data && len > 0)
+        return kiln_error_set(err, KILN_EINVAL, 0, "store: job %lld: no log given", (long long)id);
+    if (len > KILN_STORE_LOG_MAX)
+        return kiln_error_set(err, KILN_EINVAL, 0, "store: job %lld: a log of %zu bytes is over %u",
+                              (long long)id, len, KILN_STORE_LOG_MAX);
+    return backend(st->ops->job_log_put(st->impl, id, data ? data : "", len, truncated, err), err);
+}
+
+int kiln_store_job_log_get(struct kiln_store *st, int64_t id, char **ret, size_t *ret_len,
+                           bool *ret_truncated, struct kiln_error **err)
+{
+    int r = check_id(id, err);
+    if (r < 0)
+        return r;
+    char *v = NULL;
+    size_t n = 0;
+    bool t = false;
+    r = backend(st->ops->job_log_get(st->impl, id, &v, &n, &t, err), err);
+    if (r < 0) {
+        free(v);
+        return r;
+    }
+    *ret = v;
+    *ret_len = n;
+    if (ret_truncated)
+        *ret_truncated = t;
+    return r;
+}
+
 /* ---- secrets ---- */
 
 int kiln_store_secret_put(struct kiln_store *st, const char *name, const char *dockerconfigjson,

@@ -19,6 +19,9 @@
  *   images   image URLs kiln knows of: 'built' (added by a successful
  *            job) or 'admin' (added by hand)
  *   settings key -> text (the admin token's hash is 'admin_token_sha256')
+ *   job_logs a finished job's log (its last KILN_STORE_LOG_MAX bytes at
+ *            most), kept so that any process sharing the database can serve
+ *            it; it goes with its job
  *
  * Times are milliseconds since the epoch (int64_t), 0 meaning "not yet".
  *
@@ -76,6 +79,9 @@ struct kiln_store;
 #define KILN_STORE_LIST_MAX 1000
 /* The page size used when a query gives limit 0. */
 #define KILN_STORE_LIST_DEFAULT 50
+
+/* The largest job log kept in the store (kiln_store_job_log_put). */
+#define KILN_STORE_LOG_MAX (8u * 1024 * 1024)
 
 /* The settings key of the admin token's SHA-256 (hex). */
 #define KILN_STORE_SETTING_ADMIN_TOKEN "admin_token_sha256"
@@ -198,7 +204,7 @@ int kiln_store_spec_put(struct kiln_store *st, const struct kiln_spec *spec,
 int kiln_store_spec_get(struct kiln_store *st, const char *name, struct kiln_store_spec *ret,
                         struct kiln_error **err);
 
-/* Delete a spec and all its jobs; -KILN_ENOTFOUND when absent. */
+/* Delete a spec and all its jobs (and their stored logs); -KILN_ENOTFOUND when absent. */
 int kiln_store_spec_delete(struct kiln_store *st, const char *name, struct kiln_error **err);
 
 enum kiln_store_spec_order {
@@ -377,6 +383,26 @@ int kiln_store_running_workers(struct kiln_store *st, struct kiln_strv *ret,
 int kiln_store_job_counts(struct kiln_store *st, int64_t ret_counts[KILN_JOB_PHASES],
                           struct kiln_error **err);
 
+/*
+ * Store (or replace) the log of job `id`: `len` bytes of `data` (any bytes,
+ * NUL included; data may be NULL when len is 0), at most
+ * KILN_STORE_LOG_MAX (else -KILN_EINVAL: the caller keeps the end of a
+ * longer log), and whether it was `truncated` (the beginning left out).
+ * The log goes with the job (deleting the spec deletes it). Any job may
+ * have one, whatever its phase; a worker stores it once the job is
+ * finished. -KILN_ENOTFOUND when the job does not exist.
+ */
+int kiln_store_job_log_put(struct kiln_store *st, int64_t id, const char *data, size_t len,
+                           bool truncated, struct kiln_error **err);
+
+/*
+ * The stored log of job `id`: *ret (the caller frees; always NUL-terminated
+ * after its *ret_len bytes) and *ret_truncated (may be NULL).
+ * -KILN_ENOTFOUND when the job has no stored log (or does not exist).
+ */
+int kiln_store_job_log_get(struct kiln_store *st, int64_t id, char **ret, size_t *ret_len,
+                           bool *ret_truncated, struct kiln_error **err);
+
 /* ---- secrets ---- */
 
 struct kiln_store_secret {
@@ -483,6 +509,12 @@ struct kiln_store_ops {
                    struct kiln_error **err);
     int (*running_workers)(void *impl, struct kiln_strv *ret, struct kiln_error **err);
     int (*job_counts)(void *impl, int64_t ret_counts[KILN_JOB_PHASES], struct kiln_error **err);
+    /* len <= KILN_STORE_LOG_MAX; data non-NULL (maybe "") */
+    int (*job_log_put)(void *impl, int64_t id, const char *data, size_t len, bool truncated,
+                       struct kiln_error **err);
+    /* *ret NUL-terminated after *ret_len bytes */
+    int (*job_log_get)(void *impl, int64_t id, char **ret, size_t *ret_len, bool *ret_truncated,
+                       struct kiln_error **err);
 
     int (*secret_put)(void *impl, const char *name, const char *value, struct kiln_error **err);
     int (*secret_list)(void *impl, struct kiln_store_secret_list *ret, struct kiln_error **err);

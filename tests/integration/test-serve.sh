@@ -460,6 +460,14 @@ is "$PA $PHASE" "Succeeded Succeeded" "two specs queued one after the other are 
 BY_W=$(grep -l "worker $WNAME)" "$T/dataw/logs/$JWA.log" "$T/dataw/logs/$JWB.log" 2>/dev/null | wc -l)
 BY_S=$(ls "$D/logs/$JWA.log" "$D/logs/$JWB.log" 2>/dev/null | wc -l)
 is "$BY_W $BY_S" "1 1" "kiln worker built one ($WNAME) and kiln serve the other"
+# the worker's job log is in its own data dir; kiln serve shows it from the store
+JW=$JWA
+[ -f "$D/logs/$JWA.log" ] && JW=$JWB
+api GET "/api/v1/jobs/$JW/log"
+is "$CODE $(grep -i '^x-kiln-log-source:' "$T/resp/$k.h" | tr -d '\r' | cut -d' ' -f2)" "200 store" \
+    "kiln serve serves the worker's job log from the store"
+cmp -s "$T/resp/$k" "$T/dataw/logs/$JW.log"
+ok $? "it is the worker's log file, byte for byte"
 kill -TERM "$WPID" 2>/dev/null
 i=0
 while kill -0 "$WPID" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done

@@ -230,6 +230,36 @@ if [ -n "${KILN_TEST_KILN:-}" ] && [ -x "$KILN_TEST_KILN" ] && command -v curl >
     got=$(psql_serve "SELECT phase FROM jobs WHERE id = ${LIVE:-0}")
     [ "$got" = "Running" ]
     t $? "stopping both leaves the other job alone ($got)"
+
+    # Stored logs: a finished job built by another host (no log file here)
+    # is served from the database's job_logs.
+    DONE=$(psql_serve "INSERT INTO jobs (spec_name, revision, spec_json, target_image, phase,
+        created_ms, started_ms, finished_ms, heartbeat_ms, worker, attempt, error_message)
+        VALUES ('lease-dead', 'x', '{}', 'r/x', 'Failed', $NOW, $NOW, $NOW, $NOW,
+        'otherhost-1', 1, 'boom') RETURNING id" | head -n 1)
+    psql_serve "INSERT INTO job_logs (job_id, log, size, truncated, stored_ms) VALUES
+        (${DONE:-0}, convert_to(E'remote line 1\\nremote line 2\\n', 'UTF8'), 28, FALSE, 1)" >/dev/null
+    [ -n "$DONE" ]
+    t $? "a finished job of another host with a stored log ($DONE)"
+    serve_start
+    t $? "kiln serve starts again"
+    code=$(curl -s -D "$T/log.h" -o "$T/log.txt" -w '%{http_code}' \
+        -H 'Authorization: Bearer pg-test-token' "$API/api/v1/jobs/${DONE:-0}/log")
+    [ "$code" = 200 ] && [ "$(cat "$T/log.txt")" = "$(printf 'remote line 1\nremote line 2')" ] &&
+        grep -qi '^X-Kiln-Log-Source: store' "$T/log.h"
+    t $? "GET /jobs/$DONE/log serves the stored log ($code)"
+    got=$(curl -s -H 'Authorization: Bearer pg-test-token' "$API/api/v1/jobs/${DONE:-0}/log?tail=1")
+    [ "$got" = "remote line 2" ]
+    t $? "?tail=1 of the stored log ($got)"
+    got=$(curl -s -H 'Authorization: Bearer pg-test-token' "$API/api/v1/jobs/${DONE:-0}/events" |
+        grep -c '^event: log')
+    [ "$got" = 2 ]
+    t $? "/events sends the stored log's lines ($got)"
+    serve_stop
+    psql_serve "DELETE FROM specs WHERE name = 'lease-dead'" >/dev/null
+    got=$(psql_serve "SELECT COUNT(*) FROM job_logs WHERE job_id = ${DONE:-0}")
+    [ "$got" = 0 ]
+    t $? "deleting the spec deletes the stored log ($got)"
 else
     echo "# kiln serve --store: skipped (no KILN_TEST_KILN binary or no curl)"
 fi

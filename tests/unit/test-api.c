@@ -1175,6 +1175,152 @@ static void test_logs(void)
     resp_release(&r);
 }
 
+/*
+ * Another kiln serve on the database ran the job: no log file here, the
+ * copy in the store is served (/log, ?tail, ?download, ?follow, /events).
+ */
+static void test_logs_from_store(void)
+{
+    int64_t id = put_spec("stored", "curl");
+    is_int(claim_job(id), id, "stored: a job, claimed");
+    struct kiln_buf text = KILN_BUF_INIT;
+    for (int i = 1; i <= 6; i++)
+        kiln_buf_addf(&text, "2026-11-25T11:00:%02d.000Z line %d\n", i, i);
+    append_log(id, text.buf);
+    is_int(kiln_store_job_finish(st, id, KILN_JOB_FAILED, NULL, NULL, "boom", NULL), 0,
+           "stored: the job finishes");
+    _cleanup_free_ char *file = log_path(id);
+    struct kiln_error *e = NULL;
+    is_int(kiln_jobs_store_log(st, id, file, "otherhost", &e), 0, "stored: its log is stored %s",
+           e ? e->msg : "");
+    kiln_error_freep(&e);
+    ok(unlink(file) == 0, "stored: the log file is removed (another host built it)");
+
+    _cleanup_free_ char *base = kiln_xasprintf("/api/v1/jobs/%lld", (long long)id);
+    _cleanup_free_ char *logp = kiln_xasprintf("%s/log", base);
+    struct resp r = request("GET", logp, NULL);
+    is_int(r.status, 200, "stored: GET log");
+    is_str(r.body.buf, text.buf, "stored: the whole log, from the store");
+    _cleanup_free_ char *src = header_of(&r, "X-Kiln-Log-Source");
+    is_str(src, "store", "stored: X-Kiln-Log-Source: store");
+    _cleanup_free_ char *ct = header_of(&r, "Content-Type");
+    is_str(ct, "text/plain; charset=utf-8", "stored: text/plain");
+    resp_release(&r);
+
+    _cleanup_free_ char *tail = kiln_xasprintf("%s?tail=2", logp);
+    r = request("GET", tail, NULL);
+    is_str(r.body.buf, "2026-11-25T11:00:05.000Z line 5\n2026-11-25T11:00:06.000Z line 6\n",
+           "stored: ?tail=2");
+    resp_release(&r);
+    _cleanup_free_ char *tail0 = kiln_xasprintf("%s?tail=0", logp);
+    r = request("GET", tail0, NULL);
+    is_int(r.body.len, 0, "stored: ?tail=0: nothing");
+    resp_release(&r);
+    _cleanup_free_ char *tail99 = kiln_xasprintf("%s?tail=99", logp);
+    r = request("GET", tail99, NULL);
+    is_str(r.body.buf, text.buf, "stored: ?tail=99: all of it");
+    resp_release(&r);
+
+    _cleanup_free_ char *dl = kiln_xasprintf("%s?download=1", logp);
+    r = request("GET", dl, NULL);
+    _cleanup_free_ char *cd = header_of(&r, "Content-Disposition");
+    struct kiln_store_job j = {0};
+    kiln_store_job_get(st, id, &j, NULL);
+    _cleanup_free_ char *want_cd =
+        kiln_xasprintf("attachment; filename=\"stored-%s.log\"", j.revision);
+    kiln_store_job_release(&j);
+    is_str(cd, want_cd, "stored: ?download=1: Content-Disposition");
+    is_str(r.body.buf, text.buf, "stored: ?download=1: the whole log");
+    resp_release(&r);
+
+    _cleanup_free_ char *follow = kiln_xasprintf("%s?follow=1", logp);
+    int64_t t0 = mono_ms();
+    r = request("GET", follow, NULL);
+    ok(mono_ms() - t0 < 2000 && r.rc == CURLE_OK, "stored: ?follow=1 of a final job ends at once");
+    is_str(r.body.buf, text.buf, "stored: ?follow=1: the whole log");
+    resp_release(&r);
+    _cleanup_free_ char *follow_tail = kiln_xasprintf("%s?follow=1&tail=1", logp);
+    r = request("GET", follow_tail, NULL);
+    is_str(r.body.buf, "2026-11-25T11:00:06.000Z line 6\n", "stored: ?follow=1&tail=1");
+    resp_release(&r);
+
+    _cleanup_free_ char *events = kiln_xasprintf("%s/events", base);
+    t0 = mono_ms();
+    r = request("GET", events, NULL);
+    ok(mono_ms() - t0 < 2000 && r.rc == CURLE_OK, "stored: events of a final job end at once");
+    is_int(count_str(r.body.buf, "event: log\n"), 6, "stored: 6 log events");
+    ok(strstr(r.body.buf, "data: 2026-11-25T11:00:01.000Z line 1\n") != NULL,
+       "stored: from the first line");
+    const char *last_phase = NULL;
+    for (const char *p = r.body.buf; (p = strstr(p, "event: phase\n")); p++)
+        last_phase = p;
+    ok(last_phase && strstr(last_phase, "\"phase\":\"Failed\"") &&
+           !strstr(last_phase, "event: log") && count_str(r.body.buf, "event: phase\n") == 1,
+       "stored: then the final phase, once, at the end");
+    resp_release(&r);
+    _cleanup_free_ char *from = kiln_xasprintf("%s/events?from=%zu", base, text.len - 32);
+    r = request("GET", from, NULL);
+    is_int(count_str(r.body.buf, "event: log\n"), 1, "stored: events?from=BYTES resumes there");
+    resp_release(&r);
+    _cleanup_free_ char *lei = kiln_xasprintf("Last-Event-ID: %zu", text.len);
+    r = request("GET", events, &(struct reqopts){.header = lei});
+    is_int(r.status, 204, "stored: reconnect after the end: 204");
+    resp_release(&r);
+
+    /* Running elsewhere: no log yet; the streams wait, then send the stored log and end. */
+    int64_t run = put_spec("stored", "vim");
+    is_int(claim_job(run), run, "stored: a job running on another host");
+    _cleanup_free_ char *rbase = kiln_xasprintf("/api/v1/jobs/%lld", (long long)run);
+    _cleanup_free_ char *rlog = kiln_xasprintf("%s/log", rbase);
+    r = request("GET", rlog, NULL);
+    is_int(r.status, 200, "stored: its log, not here yet: 200");
+    is_int(r.body.len, 0, "stored: empty");
+    _cleanup_free_ char *src2 = header_of(&r, "X-Kiln-Log-Source");
+    is_str(src2, "none", "stored: X-Kiln-Log-Source: none");
+    resp_release(&r);
+    _cleanup_free_ char *rfollow = kiln_xasprintf("%s?follow=1", rlog);
+    _cleanup_free_ char *revents = kiln_xasprintf("%s/events", rbase);
+    struct fetch ff, fe;
+    fetch_start(&ff, rfollow, NULL);
+    fetch_start(&fe, revents, NULL);
+    sleep_ms(400);
+    is_int(kiln_store_job_finish(st, run, KILN_JOB_SUCCEEDED, "sha256:abc",
+                                 "127.0.0.1:5999/kiln/stored:1", NULL, NULL),
+           0, "stored: it finishes");
+    sleep_ms(600); /* the worker stores the log just after */
+    static const char rtext[] = "2026-11-25T11:01:00.000Z remote line 1\n"
+                                "2026-11-25T11:01:01.000Z remote line 2\n";
+    is_int(kiln_store_job_log_put(st, run, rtext, strlen(rtext), false, NULL), 0,
+           "stored: then its log is stored");
+    int64_t stored_at = mono_ms();
+    fetch_join(&ff);
+    fetch_join(&fe);
+    is_str(ff.r.body.buf, rtext, "stored: ?follow=1 waited and sent the stored log");
+    ok(ff.r.rc == CURLE_OK && ff.done_at - stored_at < 3000, "stored: and ended (%lld ms after)",
+       (long long)(ff.done_at - stored_at));
+    is_int(count_str(fe.r.body.buf, "event: log\n"), 2, "stored: events: 2 log events");
+    last_phase = NULL;
+    for (const char *p = fe.r.body.buf; (p = strstr(p, "event: phase\n")); p++)
+        last_phase = p;
+    ok(strstr(fe.r.body.buf, "\"phase\":\"Running\"") && last_phase &&
+           strstr(last_phase, "\"phase\":\"Succeeded\"") && !strstr(last_phase, "event: log"),
+       "stored: events: Running, the log, then Succeeded");
+    ok(fe.r.rc == CURLE_OK, "stored: events ended cleanly");
+    resp_release(&ff.r);
+    resp_release(&fe.r);
+    kiln_buf_release(&text);
+
+    /* deleting the spec deletes the stored logs with its jobs */
+    r = request("DELETE", "/api/v1/specs/stored", NULL);
+    is_int(r.status, 204, "stored: DELETE the spec");
+    resp_release(&r);
+    char *gone = NULL;
+    size_t gone_len = 0;
+    ok(kiln_store_job_log_get(st, id, &gone, &gone_len, NULL, NULL) == -KILN_ENOTFOUND &&
+           kiln_store_job_log_get(st, run, &gone, &gone_len, NULL, NULL) == -KILN_ENOTFOUND,
+       "stored: its stored logs are gone");
+}
+
 static void test_delete(void)
 {
     /* a spec with a Running job, a log, and an old finished job */
@@ -1390,6 +1536,7 @@ int main(void)
     test_no_registry();
     test_secrets_images();
     test_logs();
+    test_logs_from_store();
     test_delete();
     test_concurrent();
     test_metrics();

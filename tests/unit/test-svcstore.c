@@ -218,8 +218,8 @@ static void test_migrations(void)
     if (!st)
         return;
     is_str(kiln_store_backend(st), "sqlite", "backend name");
-    is_int(kiln_store_schema_version(st, NULL), 3, "schema version 3 after the migrations");
-    is_int(raw_int(path, "SELECT COUNT(*) FROM schema_version"), 3, "three migrations recorded");
+    is_int(kiln_store_schema_version(st, NULL), 4, "schema version 4 after the migrations");
+    is_int(raw_int(path, "SELECT COUNT(*) FROM schema_version"), 4, "four migrations recorded");
     int64_t applied = raw_int(path, "SELECT applied_ms FROM schema_version WHERE version = 1");
     _cleanup_free_ char *mode = raw_text(path, "PRAGMA journal_mode");
     is_str(mode, "wal", "journal mode is WAL");
@@ -233,8 +233,8 @@ static void test_migrations(void)
     ok(st != NULL, "re-open");
     if (!st)
         return;
-    is_int(kiln_store_schema_version(st, NULL), 3, "version kept");
-    is_int(raw_int(path, "SELECT COUNT(*) FROM schema_version"), 3, "no migration re-run");
+    is_int(kiln_store_schema_version(st, NULL), 4, "version kept");
+    is_int(raw_int(path, "SELECT COUNT(*) FROM schema_version"), 4, "no migration re-run");
     is_int(raw_int(path, "SELECT applied_ms FROM schema_version WHERE version = 1"), applied,
            "migration record untouched");
     struct kiln_store_spec sp = {0};
@@ -307,8 +307,8 @@ static void test_pg_migrations(void)
     if (!st)
         return;
     is_str(kiln_store_backend(st), "postgresql", "backend name");
-    is_int(kiln_store_schema_version(st, NULL), 3, "schema version 3 after the migrations");
-    is_int(raw_int(NULL, "SELECT COUNT(*) FROM schema_version"), 3, "three migrations recorded");
+    is_int(kiln_store_schema_version(st, NULL), 4, "schema version 4 after the migrations");
+    is_int(raw_int(NULL, "SELECT COUNT(*) FROM schema_version"), 4, "four migrations recorded");
     int64_t applied = raw_int(NULL, "SELECT applied_ms FROM schema_version WHERE version = 1");
     is_int(put(st, "keep", "debian:12", NULL, NULL, KILN_STORE_PUT_UPSERT, NULL), 7,
            "put a spec before re-open");
@@ -318,8 +318,8 @@ static void test_pg_migrations(void)
     ok(st != NULL, "re-open");
     if (!st)
         return;
-    is_int(kiln_store_schema_version(st, NULL), 3, "version kept");
-    is_int(raw_int(NULL, "SELECT COUNT(*) FROM schema_version"), 3, "no migration re-run");
+    is_int(kiln_store_schema_version(st, NULL), 4, "version kept");
+    is_int(raw_int(NULL, "SELECT COUNT(*) FROM schema_version"), 4, "no migration re-run");
     is_int(raw_int(NULL, "SELECT applied_ms FROM schema_version WHERE version = 1"), applied,
            "migration record untouched");
     struct kiln_store_spec sp = {0};
@@ -361,7 +361,7 @@ static void test_pg_migrations(void)
             struct kiln_store *cs = open_store(NULL, 1);
             int v = cs ? kiln_store_schema_version(cs, NULL) : -1;
             kiln_store_free(cs);
-            _exit(v == 3 ? 0 : 1);
+            _exit(v == 4 ? 0 : 1);
         }
     }
     int good = 0;
@@ -372,7 +372,7 @@ static void test_pg_migrations(void)
             good++;
     }
     is_int(good, KIDS, "%d processes opened a new database at once", KIDS);
-    is_int(raw_int(NULL, "SELECT COUNT(*) FROM schema_version"), 3, "each migration ran once");
+    is_int(raw_int(NULL, "SELECT COUNT(*) FROM schema_version"), 4, "each migration ran once");
 }
 
 /* PostgreSQL: a connection the server dropped is reset. */
@@ -1053,9 +1053,10 @@ static void test_migrate_v2(void)
     kiln_store_free(st);
     ok(run && done && pend, "v2: a Running, a Succeeded and a Pending job");
     /* Back to version 2, as an older kiln left it. */
+    is_int(raw_exec(path, "DROP TABLE job_logs"), SQLITE_OK, "v2: drop job_logs");
     is_int(raw_exec(path, "ALTER TABLE jobs DROP COLUMN heartbeat_ms"), SQLITE_OK,
            "v2: drop jobs.heartbeat_ms");
-    is_int(raw_exec(path, "DELETE FROM schema_version WHERE version = 3"), SQLITE_OK,
+    is_int(raw_exec(path, "DELETE FROM schema_version WHERE version >= 3"), SQLITE_OK,
            "v2: schema version 2");
     is_int(raw_int(path, "SELECT MAX(version) FROM schema_version"), 2, "v2: it says 2");
 
@@ -1063,7 +1064,7 @@ static void test_migrate_v2(void)
     ok(st != NULL, "v2: re-open migrates");
     if (!st)
         return;
-    is_int(kiln_store_schema_version(st, NULL), 3, "v2: now version 3");
+    is_int(kiln_store_schema_version(st, NULL), 4, "v2: now version 4");
     struct kiln_store_job j = {0};
     is_int(kiln_store_job_get(st, run, &j, NULL), 0, "v2: the Running job is kept");
     ok(j.phase == KILN_JOB_RUNNING && j.heartbeat_ms == 0 && j.worker &&
@@ -1080,6 +1081,178 @@ static void test_migrate_v2(void)
     is_int(kiln_store_recover(st, 1, true, NULL), 1, "v2: a job without a heartbeat is stale");
     ok(job_is(st, run, KILN_JOB_PENDING, NULL), "v2: requeued");
     kiln_store_free(st);
+}
+
+/* A database of schema version 3 (no job_logs) is migrated with its jobs; logs work after. */
+static void test_migrate_v3(void)
+{
+    pg_reset();
+    _cleanup_free_ char *path = db_path("v3.db");
+    struct kiln_store *st = open_store(path, 1);
+    ok(st != NULL, "v3: new database");
+    if (!st)
+        return;
+    int64_t run = claim_new(st, "v3run", "v3-worker");
+    int64_t done = claim_new(st, "v3done", "v3-worker");
+    kiln_store_job_finish(st, done, KILN_JOB_FAILED, NULL, NULL, "boom", NULL);
+    kiln_store_free(st);
+    ok(run && done, "v3: a Running and a Failed job");
+    is_int(raw_exec(path, "DROP TABLE job_logs"), SQLITE_OK, "v3: drop job_logs");
+    is_int(raw_exec(path, "DELETE FROM schema_version WHERE version = 4"), SQLITE_OK,
+           "v3: schema version 3");
+    is_int(raw_int(path, "SELECT MAX(version) FROM schema_version"), 3, "v3: it says 3");
+
+    st = open_store(path, 1);
+    ok(st != NULL, "v3: re-open migrates");
+    if (!st)
+        return;
+    is_int(kiln_store_schema_version(st, NULL), 4, "v3: now version 4");
+    ok(job_is(st, run, KILN_JOB_RUNNING, "v3-worker"), "v3: the Running job is kept");
+    struct kiln_store_job j = {0};
+    is_int(kiln_store_job_get(st, done, &j, NULL), 0, "v3: the Failed job is kept");
+    ok(j.phase == KILN_JOB_FAILED && j.error_message && !strcmp(j.error_message, "boom") &&
+           j.heartbeat_ms > 0,
+       "v3: with its fields");
+    kiln_store_job_release(&j);
+    char *log = NULL;
+    size_t len = 0;
+    struct kiln_error *e = NULL;
+    is_int(code(kiln_store_job_log_get(st, done, &log, &len, NULL, &e), &e), KILN_ENOTFOUND,
+           "v3: no stored log yet");
+    is_int(kiln_store_job_log_put(st, done, "old log\n", 8, false, NULL), 0,
+           "v3: a log is stored after the migration");
+    is_int(kiln_store_job_log_get(st, done, &log, &len, NULL, NULL), 0, "v3: and read back");
+    ok(len == 8 && log && !strcmp(log, "old log\n"), "v3: the same");
+    free(log);
+    is_int(kiln_store_check(st, NULL), 0, "v3: integrity check");
+    kiln_store_free(st);
+}
+
+/* Job logs in the store: put, get, replace, cascade, limits; kiln_jobs_store_log. */
+static void test_job_logs(struct kiln_store *st, const char *path)
+{
+    struct kiln_error *e = NULL;
+    put(st, "logged", "debian:12", NULL, NULL, KILN_STORE_PUT_CREATE, NULL);
+    int64_t a = 0, b = 0;
+    kiln_store_job_create(st, "logged", NULL, "r/logged", &a, NULL);
+    kiln_store_job_create(st, "logged", NULL, "r/logged", &b, NULL);
+    ok(a > 0 && b > a, "logs: two jobs");
+    char *log = NULL;
+    size_t len = 99;
+    bool trunc = true;
+    is_int(code(kiln_store_job_log_get(st, a, &log, &len, &trunc, &e), &e), KILN_ENOTFOUND,
+           "logs: none stored yet");
+    ok(log == NULL && len == 99 && trunc, "logs: out-parameters untouched on failure");
+
+    /* any bytes: a NUL, bytes that are not UTF-8, a CR */
+    static const char bin[] = "line 1\n\0\xff\xfe binary\r\nlast";
+    size_t binlen = sizeof(bin) - 1;
+    is_int(kiln_store_job_log_put(st, a, bin, binlen, false, &e), 0, "logs: put %s",
+           e ? e->msg : "");
+    kiln_error_freep(&e);
+    is_int(kiln_store_job_log_get(st, a, &log, &len, &trunc, NULL), 0, "logs: get");
+    ok(len == binlen && log && memcmp(log, bin, binlen) == 0 && log[len] == '\0',
+       "logs: the same bytes back, NUL-terminated (%zu bytes)", len);
+    ok(!trunc, "logs: not truncated");
+    free(log);
+    is_int(raw_int(path, "SELECT size FROM job_logs WHERE job_id = (SELECT MIN(id) FROM jobs "
+                         "WHERE spec_name = 'logged')"),
+           (int64_t)binlen, "logs: size column");
+
+    /* replace, truncated */
+    is_int(kiln_store_job_log_put(st, a, "[log truncated]\nend\n", 20, true, NULL), 0,
+           "logs: replace");
+    is_int(kiln_store_job_log_get(st, a, &log, &len, &trunc, NULL), 0, "logs: get again");
+    ok(len == 20 && !strcmp(log, "[log truncated]\nend\n") && trunc, "logs: replaced, truncated");
+    free(log);
+    is_int(raw_int(path, "SELECT COUNT(*) FROM job_logs"), 1, "logs: one row");
+    is_int(kiln_store_job_log_get(st, a, &log, &len, NULL, NULL), 0,
+           "logs: ret_truncated may be NULL");
+    free(log);
+
+    /* empty, and exactly the largest */
+    is_int(kiln_store_job_log_put(st, b, NULL, 0, false, NULL), 0, "logs: an empty log");
+    is_int(kiln_store_job_log_get(st, b, &log, &len, &trunc, NULL), 0, "logs: get the empty one");
+    ok(len == 0 && log && log[0] == '\0' && !trunc, "logs: empty");
+    free(log);
+    char *big = kiln_xmalloc(KILN_STORE_LOG_MAX);
+    for (size_t i = 0; i < KILN_STORE_LOG_MAX; i++)
+        big[i] = (char)(i % 251);
+    is_int(kiln_store_job_log_put(st, b, big, KILN_STORE_LOG_MAX, true, &e), 0,
+           "logs: KILN_STORE_LOG_MAX bytes %s", e ? e->msg : "");
+    kiln_error_freep(&e);
+    is_int(kiln_store_job_log_get(st, b, &log, &len, &trunc, NULL), 0, "logs: get the big one");
+    ok(len == KILN_STORE_LOG_MAX && log && memcmp(log, big, len) == 0 && trunc,
+       "logs: %zu bytes back", len);
+    free(log);
+    is_int(code(kiln_store_job_log_put(st, b, big, KILN_STORE_LOG_MAX + 1, false, &e), &e),
+           KILN_EINVAL, "logs: one byte more: EINVAL");
+    free(big);
+
+    is_int(code(kiln_store_job_log_put(st, 987654321, "x", 1, false, &e), &e), KILN_ENOTFOUND,
+           "logs: an unknown job: ENOTFOUND");
+    is_int(code(kiln_store_job_log_put(st, 0, "x", 1, false, &e), &e), KILN_EINVAL,
+           "logs: job 0: EINVAL");
+    is_int(code(kiln_store_job_log_put(st, a, NULL, 3, false, &e), &e), KILN_EINVAL,
+           "logs: NULL data with a length: EINVAL");
+    is_int(code(kiln_store_job_log_get(st, 987654321, &log, &len, NULL, &e), &e), KILN_ENOTFOUND,
+           "logs: get of an unknown job: ENOTFOUND");
+
+    /* kiln_jobs_store_log: a small file whole, a big one's end */
+    _cleanup_free_ char *small = db_path("small.log");
+    int fd = open(small, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    kiln_fs_write_all(fd, "t0 job: started\nt1 | output\n", 28);
+    close(fd);
+    is_int(kiln_jobs_store_log(st, a, small, "testhost", &e), 0, "logs: store a small log file %s",
+           e ? e->msg : "");
+    kiln_error_freep(&e);
+    kiln_store_job_log_get(st, a, &log, &len, &trunc, NULL);
+    ok(len == 28 && log && !strcmp(log, "t0 job: started\nt1 | output\n") && !trunc,
+       "logs: stored whole");
+    free(log);
+    _cleanup_free_ char *bigp = db_path("big.log");
+    fd = open(bigp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    struct kiln_buf text = KILN_BUF_INIT;
+    for (int i = 0; text.len < KILN_STORE_LOG_MAX + 1000000; i++)
+        kiln_buf_addf(&text, "2026-11-25T10:00:00Z | line %07d of the build\n", i);
+    kiln_buf_adds(&text, "2026-11-25T10:00:00Z job 1: Failed: the error at the end\n");
+    kiln_fs_write_all(fd, text.buf, text.len);
+    close(fd);
+    is_int(kiln_jobs_store_log(st, a, bigp, "testhost", &e), 0, "logs: store a %zu-byte log %s",
+           text.len, e ? e->msg : "");
+    kiln_error_freep(&e);
+    log = NULL;
+    kiln_store_job_log_get(st, a, &log, &len, &trunc, NULL);
+    ok(trunc && len <= KILN_STORE_LOG_MAX && len > KILN_STORE_LOG_MAX - 100000,
+       "logs: truncated to %zu bytes", len);
+    _cleanup_free_ char *want_end = kiln_xasprintf(" bytes are only on testhost in %s]\n", bigp);
+    const char *nl = log ? strchr(log, '\n') : NULL;
+    unsigned long long omitted = 0;
+    ok(log && sscanf(log, "[log truncated: the first %llu bytes", &omitted) == 1 && nl &&
+           (size_t)(nl + 1 - log) > strlen(want_end) &&
+           !strncmp(nl + 1 - strlen(want_end), want_end, strlen(want_end)),
+       "logs: the first line says what is left out and where: %.120s", log ? log : "");
+    size_t head = nl ? (size_t)(nl + 1 - log) : 0;
+    ok(nl && omitted + (len - head) == text.len, "logs: %llu left out + %zu kept = %zu", omitted,
+       len - head, text.len);
+    ok(nl && !strncmp(nl + 1, "2026-11-25T10:00:00Z | line ", 28), "logs: kept from a line start");
+    ok(log && len > 60 && text.len > 60 && !memcmp(log + len - 60, text.buf + text.len - 60, 60),
+       "logs: the end is kept");
+    free(log);
+    kiln_buf_release(&text);
+    unlink(bigp);
+    unlink(small);
+    _cleanup_free_ char *nofile = db_path("no-such.log");
+    is_int(code(kiln_jobs_store_log(st, a, nofile, NULL, &e), &e), KILN_ENOTFOUND,
+           "logs: no log file: ENOTFOUND");
+
+    /* the logs go with the spec's jobs */
+    is_int(raw_int(path, "SELECT COUNT(*) FROM job_logs"), 2, "logs: two stored");
+    is_int(kiln_store_spec_delete(st, "logged", NULL), 0, "logs: delete the spec");
+    is_int(raw_int(path, "SELECT COUNT(*) FROM job_logs"), 0, "logs: its logs are gone (cascade)");
+    is_int(code(kiln_store_job_log_get(st, a, &log, &len, NULL, &e), &e), KILN_ENOTFOUND,
+           "logs: get after the delete: ENOTFOUND");
+    is_int(kiln_store_check(st, NULL), 0, "logs: integrity check");
 }
 
 static void test_counts_cascade(struct kiln_store *st, const char *path)
@@ -1647,6 +1820,67 @@ static void test_jobs_dead_local(void)
     kiln_fs_rm_rf_at(AT_FDCWD, dir, NULL);
 }
 
+/* A worker keeps the log of a job it finished in the store (here: a base image that cannot be
+ * pulled). */
+static void test_jobs_log_stored(void)
+{
+    pg_reset();
+    _cleanup_free_ char *path = db_path("joblog.db");
+    _cleanup_free_ char *dir = db_path("jobs-log");
+    struct kiln_store *st = open_store_realtime(path);
+    ok(st != NULL, "job log: store");
+    if (!st)
+        return;
+    /* a port nobody listens on: the pull fails at once */
+    int port = 0;
+    int lfd = hang_listener(&port);
+    if (lfd >= 0)
+        close(lfd);
+    _cleanup_free_ char *base = kiln_xasprintf("127.0.0.1:%d/kiln/none:1", port);
+    _cleanup_free_ char *target = kiln_xasprintf("127.0.0.1:%d/kiln/out:1", port);
+    put(st, "joblog", base, NULL, NULL, KILN_STORE_PUT_CREATE, NULL);
+    int64_t id = 0;
+    kiln_store_job_create(st, "joblog", NULL, target, &id, NULL);
+    struct kiln_jobs_options o = {.store = st,
+                                  .data_dir = dir,
+                                  .workers = 1,
+                                  .worker_name = "logger",
+                                  .registry = {.configured = true}};
+    struct kiln_jobs *jl = NULL;
+    struct kiln_error *e = NULL;
+    is_int(kiln_jobs_start(&o, &jl, &e), 0, "job log: start %s", e ? e->msg : "");
+    kiln_error_freep(&e);
+    ok(wait_phase(st, id, KILN_JOB_FAILED, 30000), "job log: the job fails");
+    char *log = NULL;
+    size_t len = 0;
+    bool trunc = true;
+    int r = -1;
+    for (int i = 0; i < 250 && r < 0; i++) {
+        r = kiln_store_job_log_get(st, id, &log, &len, &trunc, NULL);
+        if (r < 0)
+            sleep_ms(20);
+    }
+    is_int(r, 0, "job log: its log is in the store");
+    _cleanup_free_ char *want = kiln_xasprintf("job %lld: Failed after", (long long)id);
+    ok(log && strstr(log, "building spec 'joblog'") && strstr(log, want) && !trunc,
+       "job log: the whole log, to the end (%zu bytes)", len);
+    _cleanup_free_ char *file = kiln_jobs_log_path(dir, id);
+    struct kiln_buf disk = KILN_BUF_INIT;
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    char chunk[4096];
+    ssize_t n;
+    while (fd >= 0 && (n = read(fd, chunk, sizeof(chunk))) > 0)
+        kiln_buf_add(&disk, chunk, (size_t)n);
+    if (fd >= 0)
+        close(fd);
+    ok(disk.len == len && log && memcmp(disk.buf, log, len) == 0, "job log: the same as the file");
+    kiln_buf_release(&disk);
+    free(log);
+    kiln_jobs_stop(jl, 0);
+    kiln_store_free(st);
+    kiln_fs_rm_rf_at(AT_FDCWD, dir, NULL);
+}
+
 /* ---- 10,000 specs, 100,000 jobs: time list pages ---- */
 
 static double ms_since(const struct timespec *t0)
@@ -1819,6 +2053,7 @@ int main(void)
     else
         test_migrations();
     test_migrate_v2();
+    test_migrate_v3();
 
     pg_reset();
     _cleanup_free_ char *path = db_path("main.db");
@@ -1831,6 +2066,7 @@ int main(void)
         test_recover(st);
         test_leases(st);
         test_counts_cascade(st, path);
+        test_job_logs(st, path);
         test_secrets_settings(st);
         is_int(latest_mismatches(path), 0, "every spec's latest job is right");
         /* Jobs deleted by hand (no API does it): the latest goes back one. */
@@ -1855,6 +2091,7 @@ int main(void)
     kiln_log_set_handler(log_capture, NULL, KILN_LOG_DEBUG);
     test_jobs_leases();
     test_jobs_dead_local();
+    test_jobs_log_stored();
     kiln_log_set_handler(NULL, NULL, KILN_LOG_INFO);
     kiln_buf_release(&log_seen);
     /* Slow under valgrind: KILN_TEST_NO_BENCH=1 skips it. SQLite only (it fills the file). */
