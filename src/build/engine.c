@@ -273,19 +273,9 @@ static void load_scheme_hints(struct ctx *c, const char *cache_dir)
     _cleanup_close_ int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return;
-    char *text = kiln_xmalloc(SCHEMES_MAX + 1);
-    size_t len = 0;
-    for (;;) {
-        ssize_t n = read(fd, text + len, SCHEMES_MAX - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-        if (len == SCHEMES_MAX)
-            break;
-    }
-    text[len] = '\0';
+    char *text = NULL;
+    if (kiln_fs_read_all(fd, SCHEMES_MAX, &text, NULL) < 0)
+        return; /* unreadable or too long: no hints */
     c->schemes_text = text;
     for (char *line = text; *line;) {
         char *nl = strchr(line, '\n');
@@ -388,26 +378,6 @@ static int config_sink(void *ud, const void *data, size_t len, struct kiln_error
     return 0;
 }
 
-/* Read a blob of the store into b (at most b's maximum). */
-static int read_stored(int fd, struct kiln_buf *b, uint64_t size)
-{
-    char chunk[16384];
-    uint64_t got = 0;
-    for (;;) {
-        ssize_t n = read(fd, chunk, sizeof(chunk));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -1;
-        if (n == 0)
-            break;
-        if (kiln_buf_add(b, chunk, (size_t)n) < 0)
-            return -1;
-        got += (uint64_t)n;
-    }
-    return got == size ? 0 : -1;
-}
-
 /*
  * The base's config: from the blob store when an earlier build kept it (it
  * is content-addressed and was checked when stored), else from the registry
@@ -422,18 +392,23 @@ static int base_config(struct ctx *c, struct kiln_error **err)
     if (d->media_type && strcmp(d->media_type, KILN_MT_OCI_CONFIG) != 0 &&
         strcmp(d->media_type, KILN_MT_DOCKER_CONFIG) != 0)
         return 0; /* not an image: the caller says so */
-    _cleanup_(kiln_buf_release) struct kiln_buf b = KILN_BUF_INIT;
-    kiln_buf_init(&b, KILN_IMAGE_CONFIG_MAX_SIZE);
-    bool stored = false;
     uint64_t have = 0;
     int fd = kiln_blobstore_open_blob(c->bs, d->digest, &have, NULL);
     if (fd >= 0) {
-        stored = have == (uint64_t)d->size && read_stored(fd, &b, have) == 0;
+        char *raw = NULL;
+        size_t len = 0;
+        if (have == (uint64_t)d->size &&
+            kiln_fs_read_all(fd, KILN_IMAGE_CONFIG_MAX_SIZE, &raw, &len) == 0 && len == have) {
+            c->info.config_raw = raw;
+            c->info.config_len = len;
+        } else {
+            free(raw);
+        }
         close(fd);
-        if (!stored)
-            kiln_buf_reset(&b);
     }
-    if (!stored) {
+    _cleanup_(kiln_buf_release) struct kiln_buf b = KILN_BUF_INIT;
+    kiln_buf_init(&b, KILN_IMAGE_CONFIG_MAX_SIZE);
+    if (!c->info.config_raw) {
         if (!c->base_reg) {
             int r = kiln_registry_new(c->base_ref.domain, &c->base_ro, &c->base_reg, err);
             if (r < 0)
@@ -444,8 +419,8 @@ static int base_config(struct ctx *c, struct kiln_error **err)
         if (r < 0)
             return kiln_error_prefix(err, "config %s", d->digest);
         (void)kiln_blobstore_put(c->bs, b.buf, b.len, d->digest, NULL, NULL);
+        c->info.config_raw = kiln_buf_detach(&b, &c->info.config_len);
     }
-    c->info.config_raw = kiln_buf_detach(&b, &c->info.config_len);
     int r = kiln_image_config_parse(c->info.config_raw, c->info.config_len, &c->info.config, err);
     return r < 0 ? kiln_error_prefix(err, "config %s", d->digest) : 0;
 }

@@ -13,6 +13,7 @@
 #include "oci/mediatype.h"
 #include "util/buf.h"
 #include "util/diag.h"
+#include "util/fs.h"
 
 #define LAYOUT_FILE     "oci-layout"
 #define INDEX_FILE      "index.json"
@@ -152,27 +153,14 @@ static int read_file_at(int dfd, const char *name, const char *display, size_t m
         return kiln_error_set(err, KILN_EINVAL, 0, "'%s' is not a regular file", display);
     if ((uint64_t)st.st_size > max)
         return kiln_error_set(err, KILN_ETOOBIG, 0, "'%s' is larger than %zu bytes", display, max);
-    size_t cap = (size_t)st.st_size + 1, len = 0;
-    _cleanup_free_ char *data = kiln_xmalloc(cap + 1);
-    for (;;) {
-        if (len == cap) {
-            if (cap > max)
-                return kiln_error_set(err, KILN_ETOOBIG, 0, "'%s' is larger than %zu bytes",
-                                      display, max);
-            cap = cap * 2 > max + 1 ? max + 1 : cap * 2;
-            data = kiln_xrealloc(data, cap + 1);
-        }
-        ssize_t n = read_some(fd, data + len, cap - len);
-        if (n < 0)
-            return kiln_error_set(err, KILN_EIO, errno, "read '%s'", display);
-        if (n == 0)
-            break;
-        len += (size_t)n;
-    }
-    if (len > max)
+    char *data = NULL;
+    size_t len = 0;
+    int r = kiln_fs_read_all(fd, max, &data, &len);
+    if (r == -KILN_ETOOBIG)
         return kiln_error_set(err, KILN_ETOOBIG, 0, "'%s' is larger than %zu bytes", display, max);
-    data[len] = '\0';
-    *ret = TAKE_PTR(data);
+    if (r < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "read '%s'", display);
+    *ret = data;
     *ret_len = len;
     return 0;
 }

@@ -69,6 +69,33 @@ int kiln_fs_write_all(int fd, const void *data, size_t len)
     return 0;
 }
 
+int kiln_fs_read_all(int fd, size_t max, char **ret, size_t *ret_len)
+{
+    size_t cap = 4096, len = 0;
+    _cleanup_free_ char *data = kiln_xmalloc(cap + 1);
+    for (;;) {
+        if (len == cap) {
+            cap *= 2;
+            data = kiln_xrealloc(data, cap + 1);
+        }
+        ssize_t n = read(fd, data + len, cap - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -KILN_EIO;
+        if (n == 0)
+            break;
+        len += (size_t)n;
+        if (len > max)
+            return -KILN_ETOOBIG;
+    }
+    data[len] = '\0';
+    *ret = TAKE_PTR(data);
+    if (ret_len)
+        *ret_len = len;
+    return 0;
+}
+
 static int check_path(const char *path, const char *what, struct kiln_error **err)
 {
     if (!path || !*path)

@@ -44,6 +44,15 @@ void kiln_fs_random_name(char out[KILN_FS_RANDOM_NAME_LEN + 1]);
 int kiln_fs_write_all(int fd, const void *data, size_t len);
 
 /*
+ * Read fd from its position to the end, at most `max` bytes, retrying on
+ * EINTR, into a new NUL-terminated buffer (*ret, the caller frees it; its
+ * length in *ret_len). Returns 0; -KILN_ETOOBIG when there is more than
+ * max (nothing returned); -KILN_EIO with errno set on a read error. No
+ * error object: callers add the name.
+ */
+int kiln_fs_read_all(int fd, size_t max, char **ret, size_t *ret_len);
+
+/*
  * Open the directory `path` below `dirfd` (O_RDONLY | O_DIRECTORY |
  * O_CLOEXEC), following no symlink on the way. "." opens dirfd's directory
  * again. Returns the new fd (the caller closes it) or a negative error:

@@ -430,6 +430,72 @@ static void test_locked_temp(void)
     kiln_error_free(err);
 }
 
+/* A file holding `len` bytes of a pattern, opened for reading. */
+static int pattern_file(const char *name, size_t len)
+{
+    char *data = kiln_xmalloc(len + 1);
+    for (size_t i = 0; i < len; i++)
+        data[i] = (char)('a' + i % 26);
+    int fd = openat(basefd, name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0 && (kiln_fs_write_all(fd, data, len) < 0 || lseek(fd, 0, SEEK_SET) < 0)) {
+        close(fd);
+        fd = -1;
+    }
+    free(data);
+    return fd;
+}
+
+static void test_read_all(void)
+{
+    char *got = NULL;
+    size_t len = 99;
+    int fd = pattern_file("ra-empty", 0);
+    ok(kiln_fs_read_all(fd, 10, &got, &len) == 0 && got && got[0] == '\0' && len == 0,
+       "read_all: an empty file is an empty string");
+    free(got);
+    close(fd);
+
+    fd = pattern_file("ra-small", 26);
+    got = NULL;
+    ok(kiln_fs_read_all(fd, 26, &got, &len) == 0 && len == 26 &&
+           strcmp(got, "abcdefghijklmnopqrstuvwxyz") == 0,
+       "read_all: exactly max bytes, NUL-terminated");
+    free(got);
+    close(fd);
+
+    fd = pattern_file("ra-over", 27);
+    got = NULL;
+    is_int(kiln_fs_read_all(fd, 26, &got, &len), -KILN_ETOOBIG, "read_all: max + 1 is ETOOBIG");
+    ok(got == NULL, "read_all: nothing returned when too big");
+    close(fd);
+
+    fd = pattern_file("ra-big", 100000);
+    got = NULL;
+    ok(kiln_fs_read_all(fd, 1 << 20, &got, NULL) == 0 && strlen(got) == 100000 &&
+           got[99999] == (char)('a' + 99999 % 26),
+       "read_all: 100000 bytes (the buffer grows), ret_len may be NULL");
+    free(got);
+    is_int(lseek(fd, 0, SEEK_SET), 0, "rewind");
+    got = NULL;
+    is_int(kiln_fs_read_all(fd, 5000, &got, &len), -KILN_ETOOBIG,
+           "read_all: a big file over a small max is ETOOBIG");
+    close(fd);
+
+    int p[2];
+    ok(pipe(p) == 0, "pipe");
+    ok(write(p[1], "from a pipe", 11) == 11, "write to the pipe");
+    close(p[1]);
+    got = NULL;
+    ok(kiln_fs_read_all(p[0], 100, &got, &len) == 0 && len == 11 && !strcmp(got, "from a pipe"),
+       "read_all: a pipe, read to its end");
+    free(got);
+    close(p[0]);
+
+    got = NULL;
+    is_int(kiln_fs_read_all(-1, 100, &got, &len), -KILN_EIO, "read_all: a bad fd is EIO");
+    ok(got == NULL, "read_all: nothing returned on error");
+}
+
 int main(void)
 {
     snprintf(base, sizeof(base), "%s/kiln-test-fs.XXXXXX",
@@ -449,6 +515,7 @@ int main(void)
     test_du();
     test_stale();
     test_locked_temp();
+    test_read_all();
 
     struct kiln_error *err = NULL;
     int pfd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
