@@ -108,6 +108,8 @@ WHEELHOUSE_LIB=$LIB
 . "$LIB/registry.sh"
 # shellcheck source-path=SCRIPTDIR source=../tests/integration/lib/wheelhouse.sh
 . "$LIB/wheelhouse.sh"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$BENCH_ROOT/bench/lib.sh"
 registry_available || die "$REGISTRY_MISSING"
 wheelhouse_available || die "$WHEELHOUSE_MISSING"
 
@@ -124,64 +126,6 @@ FAILED=0
 
 DOCKERD_PID=
 SAMPLER_PIDS=
-
-# umount_under DIR: unmount whatever is mounted at or below DIR (the builders'
-# overlay mounts), deepest first.
-umount_under() {
-    [ -n "$1" ] && [ -d "$1" ] || return 0
-    findmnt -rn -o TARGET 2>/dev/null | awk -v d="$1" 'index($0, d "/") == 1 || $0 == d' |
-        sort -r | while read -r _m; do
-        umount "$_m" 2>/dev/null || umount -l "$_m" 2>/dev/null || true
-    done
-}
-
-# descendants PID: every descendant's pid, one a line.
-descendants() {
-    "$PY" - "$1" <<'EOF'
-import os, sys
-kids = {}
-for d in os.listdir("/proc"):
-    if d.isdigit():
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        kids.setdefault(ppid, []).append(int(d))
-todo, seen = [int(sys.argv[1])], []
-while todo:
-    for c in kids.get(todo.pop(), []):
-        seen.append(c)
-        todo.append(c)
-print("\n".join(str(p) for p in seen))
-EOF
-}
-
-# kill_wait PID SECONDS: SIGTERM, then SIGKILL after SECONDS; reap it.
-kill_wait() {
-    kill "$1" 2>/dev/null || { wait "$1" 2>/dev/null || true; return 0; }
-    _n=0
-    while kill -0 "$1" 2>/dev/null; do
-        _n=$((_n + 1))
-        if [ "$_n" -gt $(($2 * 10)) ]; then
-            kill -9 "$1" 2>/dev/null || true
-            break
-        fi
-        sleep 0.1
-    done
-    wait "$1" 2>/dev/null || true
-}
-
-# kill_tree PID: kill_wait PID 5, and whatever it started that is still there.
-kill_tree() {
-    _kids=$(descendants "$1")
-    # shellcheck disable=SC2086 # a list of pids
-    kill $_kids 2>/dev/null || true
-    kill_wait "$1" 5
-    for _k in $_kids; do
-        if kill -0 "$_k" 2>/dev/null; then kill -9 "$_k" 2>/dev/null || true; fi
-    done
-}
 
 # The builder command running now: started in the background and waited for
 # (wait_cur), so that a signal runs the trap at once; the trap kills it.
@@ -244,34 +188,20 @@ fs_fresh() {
     rm -rf "$1"
     mkdir -p "$1"
     [ "$BENCH_FS" = loop ] || return 0
-    if truncate -s 32G "$1.img" &&
-        mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$1.img" >"$1.mkfs.log" 2>&1 &&
-        mount -o loop "$1.img" "$1" 2>>"$1.mkfs.log"; then
-        rm -f "$1.mkfs.log"
-        return 0
-    fi
-    note "cannot make a loop-mounted ext4 file system for $1 ($(tail -n 1 "$1.mkfs.log" 2>/dev/null)): a plain directory"
-    rm -f "$1.img"
+    bench_fs_make "$1" "$1.img" ||
+        note "cannot make a loop-mounted ext4 file system for $1 ($BENCH_FS_ERROR): a plain directory"
 }
 
 # fs_drop DIR: unmounts whatever is at or below DIR, removes it (and its
 # image), syncs and pauses BENCH_SETTLE seconds.
 fs_drop() {
-    umount_under "$1"
+    bench_fs_drop "$1" "$1.img"
     rm -rf "$1"
-    rm -f "$1.img"
-    sync
     sleep "$BENCH_SETTLE"
 }
 
 # ---- measuring ----------------------------------------------------------------------
 
-now_ns() {
-    date +%s%N
-}
-secs() { # T0_NS T1_NS
-    echo "$1 $2" | awk '{printf "%.3f", ($2 - $1) / 1e9}'
-}
 
 cat >"$SCRATCH/rss.py" <<'EOF'
 # rss.py OUT COMMS ROOT...: every 0.1 s, the sum of VmHWM (KiB) over the roots

@@ -64,6 +64,8 @@ case $ROUNDS in '' | *[!0-9]*) die "ROUNDS must be a number" ;; esac
 
 # shellcheck source-path=SCRIPTDIR source=../tests/integration/lib/registry.sh
 . "$REGISTRY_LIB/registry.sh"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$BENCH_ROOT/bench/lib.sh"
 registry_available || die "$REGISTRY_MISSING"
 
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/kiln-bench.XXXXXX")
@@ -270,9 +272,6 @@ cpu_ticks() { # PID: utime + stime in clock ticks
     sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
 }
 
-now_ns() {
-    date +%s%N
-}
 
 TICKS=$(getconf CLK_TCK)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)

@@ -111,6 +111,8 @@ fi
 REGISTRY_LIB=$LIB
 # shellcheck source-path=SCRIPTDIR source=../tests/integration/lib/registry.sh
 . "$LIB/registry.sh"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$BENCH_ROOT/bench/lib.sh"
 registry_available || die "$REGISTRY_MISSING"
 
 SCRATCH=$(mktemp -d "${TMPDIR:-/var/tmp}/kiln-bench-layers.XXXXXX")
@@ -126,49 +128,6 @@ FAILED=0
 
 DOCKERD_PID=
 CUR_PID=
-
-# umount_under DIR: unmount whatever is mounted at or below DIR, deepest first.
-umount_under() {
-    [ -n "$1" ] && [ -d "$1" ] || return 0
-    findmnt -rn -o TARGET 2>/dev/null | awk -v d="$1" 'index($0, d "/") == 1 || $0 == d' |
-        sort -r | while read -r _m; do
-        umount "$_m" 2>/dev/null || umount -l "$_m" 2>/dev/null || true
-    done
-}
-
-# descendants PID: the pids below PID (children first), one a line.
-descendants() {
-    for _c in $(pgrep -P "$1" 2>/dev/null); do
-        echo "$_c"
-        descendants "$_c"
-    done
-}
-
-# kill_wait PID SECONDS: SIGTERM, then SIGKILL after SECONDS; reap it.
-kill_wait() {
-    kill "$1" 2>/dev/null || { wait "$1" 2>/dev/null || true; return 0; }
-    _n=0
-    while kill -0 "$1" 2>/dev/null; do
-        _n=$((_n + 1))
-        if [ "$_n" -gt $(($2 * 10)) ]; then
-            kill -9 "$1" 2>/dev/null || true
-            break
-        fi
-        sleep 0.1
-    done
-    wait "$1" 2>/dev/null || true
-}
-
-# kill_tree PID: PID and everything it started (by pid).
-kill_tree() {
-    _kids=$(descendants "$1")
-    # shellcheck disable=SC2086 # a list of pids
-    [ -z "$_kids" ] || kill $_kids 2>/dev/null || true
-    kill_wait "$1" 5
-    for _k in $_kids; do
-        if kill -0 "$_k" 2>/dev/null; then kill -9 "$_k" 2>/dev/null || true; fi
-    done
-}
 
 # run_cur CMD...: run CMD in the background and wait (so that a signal runs
 # the trap at once, which kills it); sets RC.
@@ -210,12 +169,6 @@ trap 'bench_cleanup; exit 129' HUP
 
 # ---- measuring ----------------------------------------------------------------------
 
-now_ns() {
-    date +%s%N
-}
-secs() { # T0_NS T1_NS
-    echo "$1 $2" | awk '{printf "%.3f", ($2 - $1) / 1e9}'
-}
 record() { # WHO KEY RUN VALUE
     echo "$1 $2 $3 $4" >>"$RESULTS"
 }
@@ -249,13 +202,11 @@ fresh() {
 WORK=$SCRATCH
 case ${BENCH_FS:-loop} in
 loop)
-    if truncate -s 32G "$SCRATCH/fs.img" && mkfs.ext4 -q -F "$SCRATCH/fs.img" >"$LOGS/mkfs.log" 2>&1 &&
-        mkdir -p "$SCRATCH/fs" && mount -o loop "$SCRATCH/fs.img" "$SCRATCH/fs" 2>>"$LOGS/mkfs.log"; then
+    if bench_fs_make "$SCRATCH/fs" "$SCRATCH/fs.img"; then
         WORK=$SCRATCH/fs
         note "trees and data on a private ext4 file system (loop-mounted sparse image)"
     else
-        rm -f "$SCRATCH/fs.img"
-        note "cannot make a loop-mounted ext4 file system ($(tail -n 1 "$LOGS/mkfs.log")): using $SCRATCH (noisier)"
+        note "cannot make a loop-mounted ext4 file system ($BENCH_FS_ERROR): using $SCRATCH (noisier)"
     fi
     ;;
 none) note "trees and data in $SCRATCH (BENCH_FS=none)" ;;
@@ -317,23 +268,15 @@ own_fs() {
     FS_IMG=
     [ "$WORK" != "$SCRATCH" ] || return 0
     FS_N=$((FS_N + 1))
-    _img=$SCRATCH/run-$FS_N.img
-    if truncate -s 16G "$_img" &&
-        mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$_img" >"$LOGS/mkfs-$FS_N.log" 2>&1 &&
-        mount -o loop "$_img" "$1" 2>>"$LOGS/mkfs-$FS_N.log"; then
-        FS_IMG=$_img
+    if bench_fs_make "$1" "$SCRATCH/run-$FS_N.img"; then
+        FS_IMG=$SCRATCH/run-$FS_N.img
         return 0
     fi
-    note "cannot make a file system for $1 ($(tail -n 1 "$LOGS/mkfs-$FS_N.log")): a plain directory"
-    rm -f "$_img"
+    note "cannot make a file system for $1 ($BENCH_FS_ERROR): a plain directory"
 }
 drop_fs() {
-    umount_under "$1"
-    if [ -n "$FS_IMG" ] && ! mountpoint -q "$1" 2>/dev/null; then
-        rm -f "$FS_IMG"
-    fi
+    if [ -n "$FS_IMG" ]; then bench_fs_drop "$1" "$FS_IMG"; else umount_under "$1" && sync; fi
     FS_IMG=
-    sync
 }
 
 pull_kiln() {

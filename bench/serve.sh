@@ -64,24 +64,12 @@ done
 command -v "$WRK" >/dev/null 2>&1 || die "wrk not found (apt-get install -y wrk)"
 command -v curl >/dev/null 2>&1 || die "curl not found"
 
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
+
 SCRATCH=$(mktemp -d "${TMPDIR:-/var/tmp}/kiln-bench-serve.XXXXXX")
 SERVE_PID=
 WRK_PID=
-
-# kill_wait PID SECONDS: SIGTERM, then SIGKILL after SECONDS; reap it.
-kill_wait() {
-    kill "$1" 2>/dev/null || { wait "$1" 2>/dev/null || true; return 0; }
-    _n=0
-    while kill -0 "$1" 2>/dev/null; do
-        _n=$((_n + 1))
-        if [ "$_n" -gt $(($2 * 10)) ]; then
-            kill -9 "$1" 2>/dev/null || true
-            break
-        fi
-        sleep 0.1
-    done
-    wait "$1" 2>/dev/null || true
-}
 
 cleanup() {
     if [ -n "$WRK_PID" ]; then kill_wait "$WRK_PID" 2; fi

@@ -198,31 +198,6 @@ static void clean_dead_builds(struct ctx *c, int builds_fd)
     kiln_strv_release(&dead);
 }
 
-static bool strv_equal(const char *const *a, const char *const *b)
-{
-    size_t i = 0;
-    for (; a && b && a[i] && b[i]; i++)
-        if (strcmp(a[i], b[i]))
-            return false;
-    return (!a || !a[i]) && (!b || !b[i]);
-}
-
-static bool str_equal(const char *a, const char *b)
-{
-    return (!a || !*a) ? (!b || !*b) : (b && !strcmp(a, b));
-}
-
-static bool http_options_equal(const struct kiln_http_options *a, const struct kiln_http_options *b)
-{
-    return strv_equal(a->insecure, b->insecure) && str_equal(a->ca_file, b->ca_file) &&
-           str_equal(a->user_agent, b->user_agent) && str_equal(a->proxy, b->proxy) &&
-           str_equal(a->no_proxy, b->no_proxy) && strv_equal(a->resolve, b->resolve) &&
-           a->connect_timeout_ms == b->connect_timeout_ms && a->stall_time_s == b->stall_time_s &&
-           a->stall_speed == b->stall_speed && a->max_attempts == b->max_attempts &&
-           a->retry_max_ms == b->retry_max_ms && a->backoff_base_ms == b->backoff_base_ms &&
-           a->backoff_max_ms == b->backoff_max_ms;
-}
-
 /*
  * One HTTP context for the whole build (base inspect, base layers, push),
  * when the caller gave none: its connections, and what it learnt about each
@@ -237,7 +212,7 @@ static int share_http(struct ctx *c, struct kiln_error **err)
     if (r < 0)
         return r;
     c->base_ro.shared_http = c->http;
-    if (!c->push_ro.shared_http && http_options_equal(&c->push_ro.http, &c->base_ro.http))
+    if (!c->push_ro.shared_http && kiln_http_options_equal(&c->push_ro.http, &c->base_ro.http))
         c->push_ro.shared_http = c->http;
     return 0;
 }

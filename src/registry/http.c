@@ -1211,3 +1211,28 @@ int kiln_http_do(struct kiln_http *h, const struct kiln_http_request *q,
         url = next;
     }
 }
+
+static bool strv_equal(const char *const *a, const char *const *b)
+{
+    size_t i = 0;
+    for (; a && b && a[i] && b[i]; i++)
+        if (strcmp(a[i], b[i]))
+            return false;
+    return (!a || !a[i]) && (!b || !b[i]);
+}
+
+static bool str_equal(const char *a, const char *b)
+{
+    return (!a || !*a) ? (!b || !*b) : (b && !strcmp(a, b));
+}
+
+bool kiln_http_options_equal(const struct kiln_http_options *a, const struct kiln_http_options *b)
+{
+    return strv_equal(a->insecure, b->insecure) && str_equal(a->ca_file, b->ca_file) &&
+           str_equal(a->user_agent, b->user_agent) && str_equal(a->proxy, b->proxy) &&
+           str_equal(a->no_proxy, b->no_proxy) && strv_equal(a->resolve, b->resolve) &&
+           a->connect_timeout_ms == b->connect_timeout_ms && a->stall_time_s == b->stall_time_s &&
+           a->stall_speed == b->stall_speed && a->max_attempts == b->max_attempts &&
+           a->retry_max_ms == b->retry_max_ms && a->backoff_base_ms == b->backoff_base_ms &&
+           a->backoff_max_ms == b->backoff_max_ms;
+}

@@ -90,6 +90,9 @@ int kiln_http_new(const struct kiln_http_options *o, struct kiln_http **ret,
                   struct kiln_error **err);
 void kiln_http_free(struct kiln_http *h);
 
+/* True when two option sets make the same context (NULL and "" strings alike). */
+bool kiln_http_options_equal(const struct kiln_http_options *a, const struct kiln_http_options *b);
+
 /* True when host[:port] is in the insecure list or is a loopback host. */
 bool kiln_http_host_insecure(struct kiln_http *h, const char *hostport);
 

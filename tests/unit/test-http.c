@@ -278,6 +278,30 @@ static void test_response_init(void)
     ok(r.url == NULL, "release leaves an empty response");
 }
 
+static void test_options_equal(void)
+{
+    struct kiln_http_options a = {0}, b = {0};
+    ok(kiln_http_options_equal(&a, &b), "options: two defaults are equal");
+    a.proxy = "";
+    ok(kiln_http_options_equal(&a, &b), "options: an empty proxy is no proxy");
+    const char *ins1[] = {"127.0.0.1:5000", NULL}, *ins2[] = {"127.0.0.1:5001", NULL};
+    const char *none[] = {NULL};
+    a.insecure = ins1;
+    ok(!kiln_http_options_equal(&a, &b), "options: an insecure list differs from none");
+    b.insecure = ins2;
+    ok(!kiln_http_options_equal(&a, &b), "options: other insecure hosts differ");
+    b.insecure = ins1;
+    ok(kiln_http_options_equal(&a, &b), "options: the same insecure list is equal");
+    a.insecure = none;
+    b.insecure = NULL;
+    ok(kiln_http_options_equal(&a, &b), "options: an empty list is no list");
+    b.max_attempts = 2;
+    ok(!kiln_http_options_equal(&a, &b), "options: other retry settings differ");
+    b.max_attempts = 0;
+    b.ca_file = "/etc/ca.pem";
+    ok(!kiln_http_options_equal(&a, &b), "options: another CA file differs");
+}
+
 int main(void)
 {
     test_retry_after();
@@ -289,5 +313,6 @@ int main(void)
     test_insecure();
     test_range();
     test_response_init();
+    test_options_equal();
     return tap_done();
 }
