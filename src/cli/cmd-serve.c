@@ -414,6 +414,18 @@ static int serve_main(int argc, char **argv, bool api)
                          : cfg.verbose ? KILN_LOG_DEBUG
                                        : KILN_LOG_INFO);
 
+    /* the registry settings first: a worker without a registry neither makes a
+     * data directory nor opens (and migrates) the store */
+    if (registry_setup(&cfg, &rs, &err) < 0) {
+        rc = cli_fail(err);
+        goto out;
+    }
+    if (!api && !rs.rc.configured) {
+        rc = cli_usage_error(cmd_name, "no image registry configured (KILN_REGISTRY_ENDPOINT): "
+                                       "a worker would build nothing");
+        goto out;
+    }
+
     if (!data_opt)
         data_opt = env("KILN_DATA_DIR") ? env("KILN_DATA_DIR") : KILN_DEFAULT_DATA_DIR;
     if (kiln_fs_mkdir_p_path(data_opt, 0700, NULL, &err) < 0) {
@@ -442,13 +454,8 @@ static int serve_main(int argc, char **argv, bool api)
         }
     }
     char token_hex[KILN_SHA256_HEX_LEN + 1] = "";
-    if ((api && admin_token(st, token_hex, &err) < 0) || registry_setup(&cfg, &rs, &err) < 0) {
+    if (api && admin_token(st, token_hex, &err) < 0) {
         rc = cli_fail(err);
-        goto out;
-    }
-    if (!api && !rs.rc.configured) {
-        rc = cli_usage_error(cmd_name, "no image registry configured (KILN_REGISTRY_ENDPOINT): "
-                                       "a worker would build nothing");
         goto out;
     }
     if (rs.rc.configured)

@@ -6,7 +6,8 @@
 # Part 1: no registry configured, so no build runs (fast): apply in both spec
 # shapes and formats, unchanged/configured, local and server-side field
 # errors, injection attempts, get (table/json/yaml), describe, delete, the
-# exit codes of API errors, tokens, a stopped server.
+# exit codes of API errors, tokens, a stopped server, kiln worker refusing to
+# start without a registry.
 # Part 2 (when docker-registry is installed): a loopback registry configured
 # but no base image in it, so each build fails at the pull within seconds:
 # jobs, logs, logs -f, rebuild, cancel of a final job.
@@ -274,6 +275,15 @@ has "$T/err" "registry" "the conflict says the registry is missing"
 k 2 "get an unknown kind is a usage error" get pods
 k 2 "logs of a non-number is a usage error" logs abc
 k 1 "an invalid spec name is invalid input" get spec 'Bad/../x'
+
+# kiln worker without a registry refuses to start before it touches anything
+env -u KILN_REGISTRY_ENDPOINT -u PRIMEHUB_CUSTOM_IMAGE_REGISTRY_ENDPOINT -u KILN_REPO_PREFIX \
+    -u PRIMEHUB_CUSTOM_IMAGE_REPO_PREFIX -u KILN_PUSH_REPOSITORY \
+    "$KILN" worker --data-dir "$T/noreg/data" --store "sqlite:$T/noreg.db" </dev/null >"$T/out" 2>"$T/err"
+is "$?" 2 "kiln worker with no registry configured is a usage error"
+has "$T/err" "no image registry configured" "kiln worker says the registry is missing"
+[ ! -e "$T/noreg" ] && [ ! -e "$T/noreg.db" ]
+ok $? "kiln worker with no registry makes neither its data directory nor the store"
 
 # ---- tokens --------------------------------------------------------------------
 BAD=wrong-token-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
