@@ -826,6 +826,7 @@ static int run_steps(struct ctx *c, struct kiln_error **err)
     int r = kiln_runtime_detect(c->o->runtime, &c->runtime, err);
     if (r < 0)
         return r;
+    say(c, KILN_BUILD_LOG_INFO, "steps run with the OCI runtime %s", c->runtime);
     if ((r = make_build_dir(c, err)) < 0)
         return r;
     if ((r = base_layers(c, err)) < 0)
