@@ -114,6 +114,28 @@ const char *kiln_digest_encoded(const char *s)
     return strchr(s, ':') + 1;
 }
 
+int kiln_digest_sha256_hex(const char *digest, const char *what, const char **ret_hex,
+                           struct kiln_error **err)
+{
+    int r = kiln_digest_validate(digest, err);
+    if (r < 0)
+        return r;
+    if (strncmp(digest, "sha256:", 7) != 0)
+        return kiln_error_set(err, KILN_EUNSUPPORTED, 0, "unsupported %s '%.16s...': only sha256",
+                              what, digest);
+    *ret_hex = digest + 7;
+    return 0;
+}
+
+bool kiln_digest_is_sha256_hex(const char *s)
+{
+    size_t i = 0;
+    for (; s[i]; i++)
+        if (!is_lower_hex(s[i]))
+            return false;
+    return i == KILN_SHA256_HEX_LEN;
+}
+
 int kiln_digest_algorithm(const char *s, char out[8])
 {
     if (!kiln_digest_is_valid(s))

@@ -44,6 +44,19 @@ bool kiln_digest_is_valid(const char *s);
 const char *kiln_digest_encoded(const char *s);
 
 /*
+ * The 64 hex digits of a sha256 digest, into *ret_hex (pointing into
+ * `digest`). Returns 0, kiln_digest_validate()'s error for an invalid
+ * digest, or -KILN_EUNSUPPORTED ("unsupported diff_id 'sha512:0123...':
+ * only sha256") for a valid digest of another algorithm; `what` names the
+ * digest in that message ("digest", "diff_id").
+ */
+int kiln_digest_sha256_hex(const char *digest, const char *what, const char **ret_hex,
+                           struct kiln_error **err);
+
+/* True when `s` is exactly 64 lower-case hex digits (as the name of a sha256 blob file). */
+bool kiln_digest_is_sha256_hex(const char *s);
+
+/*
  * Write the algorithm of a valid digest ("sha256", "sha512") into `out`
  * (at least 8 bytes). Returns 0, or -KILN_EINVAL when `s` is not valid.
  */

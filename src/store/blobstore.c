@@ -89,23 +89,8 @@ const char *kiln_blobstore_root(const struct kiln_blobstore *bs)
 /* The hex part of a sha256 digest, or an error. */
 static int digest_hex(const char *digest, const char **ret_hex, struct kiln_error **err)
 {
-    int r = kiln_digest_validate(digest, err);
-    if (r < 0)
-        return r;
-    if (strncmp(digest, "sha256:", 7) != 0)
-        return kiln_error_set(err, KILN_EUNSUPPORTED, 0,
-                              "blob store: unsupported digest '%.16s...': only sha256", digest);
-    *ret_hex = digest + 7;
-    return 0;
-}
-
-static bool is_hex64(const char *s)
-{
-    size_t i = 0;
-    for (; s[i]; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return false;
-    return i == KILN_SHA256_HEX_LEN;
+    int r = kiln_digest_sha256_hex(digest, "digest", ret_hex, err);
+    return r < 0 ? kiln_error_prefix(err, "blob store") : 0;
 }
 
 char *kiln_blobstore_path(const struct kiln_blobstore *bs, const char *digest)
@@ -481,7 +466,7 @@ static int scan(struct kiln_blobstore *bs, struct scan_entry **ret, size_t *ret_
             }
             break;
         }
-        if (!is_hex64(de->d_name))
+        if (!kiln_digest_is_sha256_hex(de->d_name))
             continue;
         struct stat st;
         if (fstatat(bs->blobsfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))

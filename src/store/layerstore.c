@@ -79,23 +79,8 @@ const char *kiln_layerstore_root(const struct kiln_layerstore *ls)
 
 static int diff_id_hex(const char *diff_id, const char **ret_hex, struct kiln_error **err)
 {
-    int r = kiln_digest_validate(diff_id, err);
-    if (r < 0)
-        return r;
-    if (strncmp(diff_id, "sha256:", 7) != 0)
-        return kiln_error_set(err, KILN_EUNSUPPORTED, 0,
-                              "layer store: unsupported diff_id '%.16s...': only sha256", diff_id);
-    *ret_hex = diff_id + 7;
-    return 0;
-}
-
-static bool is_hex64(const char *s)
-{
-    size_t i = 0;
-    for (; s[i]; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return false;
-    return i == KILN_SHA256_HEX_LEN;
+    int r = kiln_digest_sha256_hex(diff_id, "diff_id", ret_hex, err);
+    return r < 0 ? kiln_error_prefix(err, "layer store") : 0;
 }
 
 static bool layer_exists(struct kiln_layerstore *ls, const char *hex)
@@ -473,7 +458,7 @@ static int read_dir(int dirfd, char ***ret, size_t *ret_n, struct kiln_error **e
     size_t n = 0, cap = 0;
     struct dirent *de;
     while ((de = readdir(d))) {
-        if (!is_hex64(de->d_name))
+        if (!kiln_digest_is_sha256_hex(de->d_name))
             continue;
         if (n == cap) {
             cap = cap ? cap * 2 : 64;
