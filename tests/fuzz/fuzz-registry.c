@@ -21,7 +21,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define NOW ((time_t)1700000000)
+#define NOW    ((time_t)1700000000)
 #define DAY_MS (24L * 3600 * 1000)
 
 static void check(bool cond, const char *what)
@@ -77,7 +77,8 @@ static void fuzz_headers(const char *line)
     check(red != NULL, "header_redact: always a string");
     const char *colon = strchr(line, ':');
     if (colon && (size_t)(colon - line) == 13 && strncasecmp(line, "authorization", 13) == 0)
-        check(strcmp(red + 13, ": <redacted>") == 0, "header_redact: the Authorization value is gone");
+        check(strcmp(red + 13, ": <redacted>") == 0,
+              "header_redact: the Authorization value is gone");
     free(red);
 
     (void)kiln_registry_repo_valid(line);
