@@ -29,6 +29,8 @@
  * records the end.
  */
 #define STORED_LOG_WAIT_MS 10000
+/* How often a stream looks at a job's stored log while it has none or a live copy. */
+#define STORE_POLL_MS 1000
 /* A log line longer than this is sent in pieces over SSE. */
 #define SSE_LINE_MAX (64 * 1024)
 #define HTTP_CODES   600
@@ -40,6 +42,7 @@ struct kiln_api {
     uint8_t token_hash[32];
     const struct kiln_registry_config *registry;
     struct kiln_apijson_cache *cache;
+    char host[256];                   /* this host's name, as in worker names (HOST-PID, jobs.h) */
     bool stopping;                    /* atomic */
     uint64_t http_counts[HTTP_CODES]; /* atomic */
 };
@@ -91,6 +94,10 @@ int kiln_api_new(const struct kiln_api_options *o, struct kiln_api **ret, struct
     a->data_dir = kiln_xstrdup(o->data_dir);
     a->registry = o->registry;
     a->cache = kiln_apijson_cache_new(0);
+    /* as cmd-serve names the workers */
+    if (gethostname(a->host, sizeof(a->host) - 1) < 0)
+        snprintf(a->host, sizeof(a->host), "kiln");
+    a->host[sizeof(a->host) - 1] = '\0';
     *ret = a;
     return 0;
 }
@@ -770,14 +777,63 @@ static int open_log(struct kiln_api *a, int64_t id)
 }
 
 /*
- * The copy of job `id`'s log kept in the store (another kiln serve ran the
- * job): 1 and *ret (caller frees), *ret_len; 0 when there is none; < 0 on a
- * store error (in *err).
+ * The host part of a worker name "HOST-PID" or "HOST-PID/N" (what kiln
+ * serve and kiln worker use, jobs.h): true and its length, else false.
  */
-static int stored_log(struct kiln_api *a, int64_t id, char **ret, size_t *ret_len,
+static bool worker_host(const char *worker, size_t *ret_len)
+{
+    size_t n = strlen(worker);
+    const char *slash = strrchr(worker, '/');
+    if (slash) {
+        size_t k = (size_t)(slash - worker) + 1;
+        if (k == n || strspn(worker + k, "0123456789") != n - k)
+            return false;
+        n = (size_t)(slash - worker);
+    }
+    size_t d = n;
+    while (d > 0 && worker[d - 1] >= '0' && worker[d - 1] <= '9')
+        d--;
+    if (d == n || d < 2 || worker[d - 1] != '-')
+        return false;
+    *ret_len = d - 1;
+    return true;
+}
+
+/*
+ * Whether this host ran the latest attempt of job `j` (so its log file here
+ * is that attempt's): the job's worker is named after this host, and the
+ * job's recorded log path, when there is one, is this data directory's.
+ */
+static bool ran_here(const struct kiln_api *a, const struct kiln_store_job *j)
+{
+    size_t n = 0;
+    if (!j->worker || !worker_host(j->worker, &n) || n != strlen(a->host) ||
+        strncasecmp(j->worker, a->host, n) != 0)
+        return false;
+    if (j->log_path) {
+        _cleanup_free_ char *path = kiln_jobs_log_path(a->data_dir, j->id);
+        if (strcmp(j->log_path, path) != 0)
+            return false;
+    }
+    return true;
+}
+
+/* Job `j` is Running on another host (or in another data directory of this one). */
+static bool runs_elsewhere(const struct kiln_api *a, const struct kiln_store_job *j)
+{
+    size_t n = 0;
+    return j->phase == KILN_JOB_RUNNING && j->worker && worker_host(j->worker, &n) &&
+           !ran_here(a, j);
+}
+
+/*
+ * The copy of job `id`'s log kept in the store: 1 and *ret (caller
+ * releases); 0 when there is none; < 0 on a store error (in *err).
+ */
+static int stored_log(struct kiln_api *a, int64_t id, struct kiln_store_job_log *ret,
                       struct kiln_error **err)
 {
-    int rc = kiln_store_job_log_get(a->store, id, ret, ret_len, NULL, err);
+    int rc = kiln_store_job_log_read(a->store, id, ret, err);
     if (rc == -KILN_ENOTFOUND) {
         if (err)
             kiln_error_freep(err);
@@ -786,14 +842,89 @@ static int stored_log(struct kiln_api *a, int64_t id, char **ret, size_t *ret_le
     return rc < 0 ? rc : 1;
 }
 
+/* The length of the line of kiln's own at the start of a truncated copy (0: none). */
+static size_t stored_head(const struct kiln_store_job_log *l)
+{
+    /* a truncated copy of schema v4 (start 0) is served as it is */
+    if (!l->truncated || l->start_offset == 0)
+        return 0;
+    const char *nl = memchr(l->data, '\n', l->len);
+    return nl ? (size_t)(nl - l->data) + 1 : 0;
+}
+
+/* The end of the log (an offset in the whole log) that a stored copy reaches. */
+static uint64_t stored_end(const struct kiln_store_job_log *l)
+{
+    return l->start_offset + (l->len - stored_head(l));
+}
+
+/* The line sent in place of `n` log bytes that a reader missed. */
+static char *skipped_line(uint64_t n)
+{
+    return kiln_xasprintf("[... %llu bytes not shown ...]\n", (unsigned long long)n);
+}
+
+enum log_source { SOURCE_NONE, SOURCE_FILE, SOURCE_STORE };
+
+/*
+ * Where the log of job `j` comes from (docs/api.md, Job logs): the log file
+ * here when this host ran the job's latest attempt (else the store's copy);
+ * otherwise the store's copy when there is one, else the log file here
+ * (not for a job running on another host: its live copy is to come).
+ * SOURCE_FILE with *ret_fd, SOURCE_STORE with *ret_log (caller releases),
+ * SOURCE_NONE, or < 0 on a store error (in *err).
+ */
+static int log_source(struct kiln_api *a, const struct kiln_store_job *j, int *ret_fd,
+                      struct kiln_store_job_log *ret_log, struct kiln_error **err)
+{
+    bool here = ran_here(a, j);
+    if (here) {
+        int fd = open_log(a, j->id);
+        if (fd >= 0) {
+            *ret_fd = fd;
+            return SOURCE_FILE;
+        }
+    }
+    int rc = stored_log(a, j->id, ret_log, err);
+    if (rc != 0)
+        return rc < 0 ? rc : SOURCE_STORE;
+    if (here || runs_elsewhere(a, j))
+        return SOURCE_NONE;
+    int fd = open_log(a, j->id);
+    if (fd < 0)
+        return SOURCE_NONE;
+    *ret_fd = fd;
+    return SOURCE_FILE;
+}
+
+/*
+ * A stored copy as text to show: its data, and when it starts past the
+ * log's beginning without a line of kiln's own, a line saying so in front.
+ * *ret_prefix: the bytes in front of the log's (the line of kiln's own).
+ */
+static void stored_view(const struct kiln_store_job_log *l, struct kiln_buf *ret,
+                        size_t *ret_prefix)
+{
+    size_t head = stored_head(l);
+    if (head == 0 && l->start_offset > 0) {
+        _cleanup_free_ char *line = skipped_line(l->start_offset);
+        kiln_buf_adds(ret, line);
+        head = strlen(line);
+    }
+    kiln_buf_add(ret, l->data, l->len);
+    *ret_prefix = head;
+}
+
 struct kiln_api_stream {
     struct kiln_api *api;
     int64_t job_id;
     bool sse;
-    int fd;
-    char *mem; /* or the stored copy of the log (when there is no file here) */
-    size_t mem_len;
-    uint64_t off;        /* log bytes consumed */
+    enum log_source source; /* SOURCE_NONE until the log is found */
+    int fd;                 /* SOURCE_FILE */
+    /* SOURCE_STORE: the stored copy (live ones are read again as they grow) */
+    struct kiln_store_job_log log;
+    size_t log_head;     /* bytes of kiln's own line at the start of log.data */
+    uint64_t off;        /* log bytes consumed (an offset in the whole log) */
     struct kiln_buf out; /* bytes ready to send */
     size_t out_pos;
     struct kiln_buf line;   /* SSE: a log line not yet ended */
@@ -801,8 +932,10 @@ struct kiln_api_stream {
     bool final_seen;        /* a look at the store found the job final (or gone) */
     bool gone;              /* deleted */
     bool ran;               /* the job was started (so it may have a stored log) */
+    bool here;              /* this host ran its latest attempt */
+    bool elsewhere;         /* it runs on another host */
     int64_t finished_ms;    /* the job's end (real ms), once final */
-    int64_t last_store_try; /* mono ms of the last look for a stored log; 0: none */
+    int64_t last_store_try; /* mono ms of the last look at the stored log; 0: none */
     bool done;
     int64_t last_check; /* mono ms */
     int64_t last_sent;  /* mono ms */
@@ -825,13 +958,23 @@ static struct kiln_api_stream *stream_new(struct kiln_api *a, int64_t id, bool s
     return s;
 }
 
+/* Read from the stored copy `l` (taken). */
+static void stream_use_stored(struct kiln_api_stream *s, struct kiln_store_job_log *l)
+{
+    kiln_store_job_log_release(&s->log);
+    s->log = *l;
+    memset(l, 0, sizeof(*l));
+    s->log_head = stored_head(&s->log);
+    s->source = SOURCE_STORE;
+}
+
 void kiln_api_stream_free(struct kiln_api_stream *s)
 {
     if (!s)
         return;
     if (s->fd >= 0)
         close(s->fd);
-    free(s->mem);
+    kiln_store_job_log_release(&s->log);
     kiln_buf_release(&s->out);
     kiln_buf_release(&s->line);
     free(s->last_job);
@@ -859,7 +1002,7 @@ static void sse_phase(struct kiln_api_stream *s, const char *job)
     kiln_buf_adds(&s->out, "\n\n");
 }
 
-/* Look at the job: SSE phase events for changes, final_seen. */
+/* Look at the job: SSE phase events for changes, final_seen, where it runs. */
 static void stream_check(struct kiln_api_stream *s)
 {
     s->last_check = mono_ms();
@@ -873,6 +1016,8 @@ static void stream_check(struct kiln_api_stream *s)
     if (rc < 0)
         return; /* try again next time */
     s->ran = j.started_ms > 0;
+    s->here = ran_here(s->api, &j);
+    s->elsewhere = runs_elsewhere(s->api, &j);
     if (kiln_job_phase_is_final(j.phase)) {
         s->final_seen = true;
         s->finished_ms = j.finished_ms;
@@ -900,51 +1045,118 @@ static void stream_check(struct kiln_api_stream *s)
 }
 
 /*
- * With no log file here and the job final: look for its stored copy (at most
- * every STREAM_CHECK_MS). True when the stream now reads it.
+ * Look at the stored log (at most every STORE_POLL_MS): a first copy, or a
+ * newer one than the stream reads. True when the stream has a new copy.
  */
 static bool stream_load_stored(struct kiln_api_stream *s)
 {
     int64_t now = mono_ms();
-    if (s->last_store_try && now - s->last_store_try < STREAM_CHECK_MS)
+    if (s->last_store_try && now - s->last_store_try < STORE_POLL_MS)
         return false;
     s->last_store_try = now;
     struct kiln_error *e = NULL;
-    int rc = stored_log(s->api, s->job_id, &s->mem, &s->mem_len, &e);
+    struct kiln_store_job_log l = {0};
+    int rc = stored_log(s->api, s->job_id, &l, &e);
     if (rc < 0)
         kiln_log(KILN_LOG_WARN, "api: job %lld: stored log: %s", (long long)s->job_id,
                  e ? e->msg : "?");
     kiln_error_free(e);
-    return rc > 0;
+    if (rc <= 0)
+        return false;
+    if (s->source == SOURCE_STORE && l.final == s->log.final && l.stored_ms == s->log.stored_ms &&
+        stored_end(&l) == stored_end(&s->log)) {
+        kiln_store_job_log_release(&l);
+        return false; /* the same copy */
+    }
+    stream_use_stored(s, &l);
+    return true;
 }
 
-/* A job final without any log yet, whose stored log may still come (see STORED_LOG_WAIT_MS). */
+/* Find the log (log_source(), as the stream last saw the job); true once found. */
+static bool stream_open(struct kiln_api_stream *s)
+{
+    if (s->here) {
+        s->fd = open_log(s->api, s->job_id);
+        if (s->fd >= 0) {
+            s->source = SOURCE_FILE;
+            return true;
+        }
+    }
+    if (stream_load_stored(s))
+        return true;
+    if (s->here || s->elsewhere)
+        return false;
+    s->fd = open_log(s->api, s->job_id);
+    if (s->fd >= 0)
+        s->source = SOURCE_FILE;
+    return s->fd >= 0;
+}
+
+/*
+ * A job final whose stored log may still come (see STORED_LOG_WAIT_MS):
+ * without any log yet, or read from a live copy (the final one replaces it).
+ */
 static bool stream_awaits_stored(const struct kiln_api_stream *s)
 {
-    return s->fd < 0 && !s->mem && !s->gone && s->ran && s->finished_ms > 0 &&
+    bool waiting = s->source == SOURCE_NONE || (s->source == SOURCE_STORE && !s->log.final);
+    return waiting && !s->gone && s->ran && s->finished_ms > 0 &&
            now_ms() - s->finished_ms < STORED_LOG_WAIT_MS;
 }
 
 /* Up to `max` bytes of the log at `off` (the file, or the stored copy); <= 0 at the end. */
 static ssize_t stream_pread(struct kiln_api_stream *s, char *buf, size_t max, uint64_t off)
 {
-    if (s->fd >= 0)
+    if (s->source == SOURCE_FILE)
         return pread(s->fd, buf, max, (off_t)off);
-    if (off >= s->mem_len)
+    if (s->source != SOURCE_STORE || off < s->log.start_offset)
         return 0;
-    size_t n = s->mem_len - (size_t)off < max ? s->mem_len - (size_t)off : max;
-    memcpy(buf, s->mem + off, n);
+    uint64_t rel = off - s->log.start_offset;
+    size_t have = s->log.len - s->log_head;
+    if (rel >= have)
+        return 0;
+    size_t n = have - (size_t)rel < max ? have - (size_t)rel : max;
+    memcpy(buf, s->log.data + s->log_head + rel, n);
     return (ssize_t)n;
+}
+
+/*
+ * A stream behind the stored copy's start (it left out the log's beginning,
+ * or the log grew past the live copy's window between two looks): one line
+ * in place of the bytes missed, then on from the copy's start.
+ */
+static void stream_skip_to_stored(struct kiln_api_stream *s)
+{
+    uint64_t start = s->log.start_offset;
+    _cleanup_free_ char *line = NULL;
+    if (s->off == 0 && s->log_head > 0) /* from the beginning: the copy's own first line */
+        line = kiln_xstrndup(s->log.data, s->log_head);
+    else
+        line = skipped_line(start - s->off);
+    s->off = start;
+    if (!s->sse) {
+        kiln_buf_adds(&s->out, line);
+        return;
+    }
+    if (s->line.len) { /* the start of a line whose end is not shown */
+        sse_log_line(s, s->line.buf, s->line.len);
+        kiln_buf_reset(&s->line);
+    }
+    sse_log_line(s, line, strlen(line) - 1);
 }
 
 /* Read what the log has past s->off: into buf (plain) or as SSE events into s->out. */
 static ssize_t stream_read_log(struct kiln_api_stream *s, char *buf, size_t max)
 {
-    if (s->fd < 0 && !s->mem) {
-        s->fd = open_log(s->api, s->job_id);
-        /* no file here: another kiln serve ran the job; its log is stored once it is final */
-        if (s->fd < 0 && (!s->final_seen || s->gone || !stream_load_stored(s)))
+    if (s->source == SOURCE_NONE && !stream_open(s))
+        return 0;
+    if (s->source == SOURCE_STORE) {
+        /* at the end of a live copy: look for a newer one */
+        if (s->off >= stored_end(&s->log) && !s->log.final && !stream_load_stored(s))
             return 0;
+        if (s->off < s->log.start_offset) {
+            stream_skip_to_stored(s);
+            return 0; /* s->out first */
+        }
     }
     if (!s->sse) {
         ssize_t n = stream_pread(s, buf, max, s->off);
@@ -1014,6 +1226,8 @@ ssize_t kiln_api_stream_read(struct kiln_api_stream *s, char *buf, size_t max)
             s->last_sent = now;
             return n;
         }
+        if (s->out.len > s->out_pos)
+            continue;
         if (n == 0 && final_before && !stream_awaits_stored(s)) {
             /* the job ended before this read found the end of the log: all is sent */
             if (s->sse) {
@@ -1035,8 +1249,6 @@ ssize_t kiln_api_stream_read(struct kiln_api_stream *s, char *buf, size_t max)
             s->done = true;
             continue;
         }
-        if (s->out.len > s->out_pos)
-            continue;
         if (n > 0)
             continue; /* SSE: a partial line only; read on */
         if (s->sse && now - s->last_sent >= SSE_KEEPALIVE_MS) {
@@ -1069,48 +1281,56 @@ static void job_log(struct kiln_api *a, int64_t id, const struct kiln_api_reques
         return;
     }
     _cleanup_free_ char *filename = kiln_xasprintf("%s-%s.log", j.spec_name, j.revision);
-    kiln_store_job_release(&j);
 
-    /* The log file here, else (another kiln serve ran the job) the copy in the store. */
-    int fd = open_log(a, id);
-    _cleanup_free_ char *mem = NULL;
-    size_t mem_len = 0;
-    if (fd < 0) {
-        rc = stored_log(a, id, &mem, &mem_len, &e);
-        if (rc < 0) {
-            fail(r, rc, e);
-            kiln_error_free(e);
-            return;
-        }
+    /* The log file here, or the copy in the store (see log_source). */
+    int fd = -1;
+    _cleanup_(kiln_store_job_log_release) struct kiln_store_job_log stored = {0};
+    int source = log_source(a, &j, &fd, &stored, &e);
+    kiln_store_job_release(&j);
+    if (source < 0) {
+        fail(r, source, e);
+        kiln_error_free(e);
+        return;
     }
 
     reset(r);
     r->status = 200;
     kiln_api_response_add_header(r, "Content-Type", "text/plain; charset=utf-8");
     kiln_api_response_add_header(r, "Cache-Control", "no-store");
-    kiln_api_response_add_header(r, "X-Kiln-Log-Source", fd >= 0 ? "file" : mem ? "store" : "none");
+    kiln_api_response_add_header(r, "X-Kiln-Log-Source",
+                                 source == SOURCE_FILE    ? "file"
+                                 : source == SOURCE_STORE ? "store"
+                                                          : "none");
     if (download) {
         _cleanup_free_ char *cd = kiln_xasprintf("attachment; filename=\"%s\"", filename);
         kiln_api_response_add_header(r, "Content-Disposition", cd);
     }
+    /* the stored copy as shown: maybe a line in front for the log's beginning left out */
+    _cleanup_(kiln_buf_release) struct kiln_buf view = KILN_BUF_INIT;
+    size_t prefix = 0;
+    if (source == SOURCE_STORE)
+        stored_view(&stored, &view, &prefix);
     struct stat st;
     uint64_t size = 0, start = 0;
     if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
         size = (uint64_t)st.st_size;
-    else if (mem)
-        size = mem_len;
+    else if (source == SOURCE_STORE)
+        size = view.len;
     if (fd >= 0 && has_tail)
         start = tail_offset(fd, size, tail);
-    else if (mem && has_tail)
-        start = mem_tail_offset(mem, size, tail);
+    else if (source == SOURCE_STORE && has_tail)
+        start = mem_tail_offset(view.buf, size, tail);
     if (follow) {
         if (fd >= 0)
             close(fd);
         kiln_api_response_add_header(r, "X-Accel-Buffering", "no");
-        r->stream = stream_new(a, id, false, start);
-        if (mem) {
-            r->stream->mem = TAKE_PTR(mem);
-            r->stream->mem_len = mem_len;
+        uint64_t from = start;
+        if (source == SOURCE_STORE) /* from the view to the whole log */
+            from = start < prefix ? 0 : stored.start_offset + (start - prefix);
+        r->stream = stream_new(a, id, false, from);
+        if (source == SOURCE_STORE) {
+            stream_use_stored(r->stream, &stored);
+            r->stream->last_store_try = mono_ms();
         }
         return;
     }
@@ -1120,8 +1340,8 @@ static void job_log(struct kiln_api *a, int64_t id, const struct kiln_api_reques
         r->body_fd_len = size - start;
     } else if (fd >= 0) {
         close(fd);
-    } else if (mem && size > start) {
-        kiln_buf_add(&r->body, mem + start, (size_t)(size - start));
+    } else if (source == SOURCE_STORE && size > start) {
+        kiln_buf_add(&r->body, view.buf + start, (size_t)(size - start));
     }
 }
 
@@ -1144,27 +1364,28 @@ static void job_events(struct kiln_api *a, int64_t id, const struct kiln_api_req
         return;
     }
     bool final = kiln_job_phase_is_final(j.phase);
-    kiln_store_job_release(&j);
     reset(r);
     if (final && req->last_event_id && *req->last_event_id) {
         /* An EventSource reconnecting after the end: 204 tells it to stop. */
-        int fd = open_log(a, id);
+        int fd = -1;
+        struct kiln_store_job_log stored = {0};
+        int source = log_source(a, &j, &fd, &stored, NULL);
         struct stat st;
-        uint64_t size = fd >= 0 && fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0;
-        if (fd >= 0) {
+        uint64_t size = 0;
+        if (source == SOURCE_FILE && fstat(fd, &st) == 0)
+            size = (uint64_t)st.st_size;
+        else if (source == SOURCE_STORE)
+            size = stored_end(&stored);
+        if (fd >= 0)
             close(fd);
-        } else {
-            /* another kiln serve ran it: the size of the stored copy */
-            _cleanup_free_ char *mem = NULL;
-            size_t mem_len = 0;
-            if (stored_log(a, id, &mem, &mem_len, NULL) > 0)
-                size = mem_len;
-        }
+        kiln_store_job_log_release(&stored);
         if (from >= size) {
+            kiln_store_job_release(&j);
             r->status = 204;
             return;
         }
     }
+    kiln_store_job_release(&j);
     r->status = 200;
     kiln_api_response_add_header(r, "Content-Type", "text/event-stream");
     kiln_api_response_add_header(r, "Cache-Control", "no-store");

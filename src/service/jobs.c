@@ -47,6 +47,10 @@ struct worker {
     bool finishing;      /* the result is being recorded: renewals no longer count */
     /* the supervisor's own */
     bool beat_failing;
+    int64_t live_job;   /* the job of the live log copy below; 0: none */
+    uint64_t live_size; /* the log's size at its last live copy */
+    int64_t live_next;  /* monotonic ms of the next look at the log */
+    bool live_warned;   /* a live copy failed: said once per job */
     /* read by the engine's threads without the lock */
     atomic_int cancel; /* enum cancel_reason: the first reason wins (but CANCEL_LOST) */
 };
@@ -155,16 +159,9 @@ static ssize_t pread_full(int fd, char *buf, size_t len, off_t off)
     return (ssize_t)got;
 }
 
-int kiln_jobs_store_log(struct kiln_store *st, int64_t id, const char *path, const char *host,
-                        struct kiln_error **err)
+/* Open the log file `path` of job `id` for reading: the fd and *ret_size, or < 0. */
+static int open_log_file(int64_t id, const char *path, uint64_t *ret_size, struct kiln_error **err)
 {
-    char hostname[256] = "";
-    if (!host) {
-        if (gethostname(hostname, sizeof(hostname) - 1) < 0 || !hostname[0])
-            snprintf(hostname, sizeof(hostname), "this host");
-        hostname[sizeof(hostname) - 1] = '\0';
-        host = hostname;
-    }
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
     if (fd < 0)
         return kiln_error_set(err, errno == ENOENT ? KILN_ENOTFOUND : KILN_EIO, errno,
@@ -180,9 +177,34 @@ int kiln_jobs_store_log(struct kiln_store *st, int64_t id, const char *path, con
         return kiln_error_set(err, KILN_EIO, 0, "job %" PRId64 ": log '%s' is not a regular file",
                               id, path);
     }
-    uint64_t size = (uint64_t)sb.st_size;
+    *ret_size = (uint64_t)sb.st_size;
+    return fd;
+}
+
+/* The offset in `p` (n bytes) after its first newline when a line is not too long, else 0. */
+static size_t line_start(const char *p, size_t n)
+{
+    const char *nl = memchr(p, '\n', n < LOG_LINE_MAX * 2 ? n : LOG_LINE_MAX * 2);
+    return nl ? (size_t)(nl - p) + 1 : 0;
+}
+
+int kiln_jobs_store_log(struct kiln_store *st, int64_t id, const char *path, const char *host,
+                        struct kiln_error **err)
+{
+    char hostname[256] = "";
+    if (!host) {
+        if (gethostname(hostname, sizeof(hostname) - 1) < 0 || !hostname[0])
+            snprintf(hostname, sizeof(hostname), "this host");
+        hostname[sizeof(hostname) - 1] = '\0';
+        host = hostname;
+    }
+    uint64_t size = 0;
+    int fd = open_log_file(id, path, &size, err);
+    if (fd < 0)
+        return fd;
     struct kiln_buf b = KILN_BUF_INIT;
     bool truncated = size > KILN_STORE_LOG_MAX;
+    uint64_t start = 0;
     int r = 0;
     if (!truncated) {
         kiln_buf_grow(&b, (size_t)size + 1);
@@ -205,20 +227,41 @@ int kiln_jobs_store_log(struct kiln_store *st, int64_t id, const char *path, con
             r = kiln_error_set(err, KILN_EIO, errno, "job %" PRId64 ": read log '%s'", id, path);
         } else {
             /* start at a line: after the first newline (when a line is not too long) */
-            size_t skip = 0;
-            const char *nl =
-                memchr(tail, '\n', (size_t)n < LOG_LINE_MAX * 2 ? (size_t)n : LOG_LINE_MAX * 2);
-            if (nl)
-                skip = (size_t)(nl - tail) + 1;
+            size_t skip = line_start(tail, (size_t)n);
+            start = off + skip;
             kiln_buf_addf(&b, "[log truncated: the first %" PRIu64 " bytes are only on %s in %s]\n",
-                          off + skip, host, path);
+                          start, host, path);
             kiln_buf_add(&b, tail + skip, (size_t)n - skip);
         }
     }
     close(fd);
     if (r >= 0)
-        r = kiln_store_job_log_put(st, id, b.buf ? b.buf : "", b.len, truncated, err);
+        r = kiln_store_job_log_put_final(st, id, b.buf ? b.buf : "", b.len, start, truncated, err);
     kiln_buf_release(&b);
+    return r;
+}
+
+int kiln_jobs_store_live_log(struct kiln_store *st, int64_t id, const char *worker,
+                             const char *path, uint64_t *ret_size, struct kiln_error **err)
+{
+    uint64_t size = 0;
+    int fd = open_log_file(id, path, &size, err);
+    if (fd < 0)
+        return fd;
+    uint64_t off = size > KILN_JOBS_LIVE_LOG_MAX ? size - KILN_JOBS_LIVE_LOG_MAX : 0;
+    size_t want = (size_t)(size - off);
+    _cleanup_free_ char *buf = kiln_xmalloc(want + 1);
+    ssize_t n = pread_full(fd, buf, want, (off_t)off);
+    int e = errno;
+    close(fd);
+    if (n < 0)
+        return kiln_error_set(err, KILN_EIO, e, "job %" PRId64 ": read log '%s'", id, path);
+    /* the part of a line before the window is left out: start at a line */
+    size_t skip = off > 0 ? line_start(buf, (size_t)n) : 0;
+    int r =
+        kiln_store_job_log_put_live(st, id, worker, buf + skip, (size_t)n - skip, off + skip, err);
+    if (r >= 0 && ret_size)
+        *ret_size = off + (uint64_t)n;
     return r;
 }
 
@@ -712,6 +755,40 @@ static void renew_lease(struct kiln_jobs *j, struct worker *w, int64_t id, int64
     pthread_mutex_unlock(&j->mu);
 }
 
+/*
+ * Keep the live copy of job `id`'s log (run by `w`) in the store, every
+ * KILN_JOBS_LIVE_LOG_SYNC_MS when the file grew (without j->mu held). A
+ * failure is a warning, once per job; it never touches the build.
+ */
+static void sync_live_log(struct kiln_jobs *j, struct worker *w, int64_t id, int64_t now)
+{
+    if (w->live_job != id) {
+        w->live_job = id;
+        w->live_size = 0;
+        w->live_next = now;
+        w->live_warned = false;
+    }
+    if (now < w->live_next)
+        return;
+    w->live_next = now + KILN_JOBS_LIVE_LOG_SYNC_MS;
+    _cleanup_free_ char *path = kiln_jobs_log_path(j->data_dir, id);
+    struct stat sb;
+    if (stat(path, &sb) < 0 || (uint64_t)sb.st_size == w->live_size)
+        return; /* no log (yet), or nothing new */
+    _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
+    uint64_t size = 0;
+    int r = kiln_jobs_store_live_log(j->st, id, w->name, path, &size, &err);
+    if (r >= 0) {
+        w->live_size = size;
+        return;
+    }
+    if (!w->live_warned)
+        kiln_log(KILN_LOG_WARN,
+                 "job %" PRId64 ": cannot keep a live copy of its log in the store: %s", id,
+                 err ? err->msg : "?");
+    w->live_warned = true;
+}
+
 /* Recover the jobs whose lease expired (a kiln serve that died elsewhere). */
 static void sweep_leases(struct kiln_jobs *j)
 {
@@ -731,7 +808,8 @@ static void sweep_leases(struct kiln_jobs *j)
 
 /*
  * Every second (or beat_ms when shorter): cancels asked for in the store
- * (maybe by another process), timeouts, lease renewals every beat_ms, and
+ * (maybe by another process), timeouts, lease renewals every beat_ms, live
+ * copies of the running jobs' logs every KILN_JOBS_LIVE_LOG_SYNC_MS, and
  * every lease_ms / 2 the sweep of expired leases.
  */
 static void *supervisor_main(void *arg)
@@ -739,6 +817,7 @@ static void *supervisor_main(void *arg)
     struct kiln_jobs *j = arg;
     int64_t *ids = kiln_xmalloc(sizeof(*ids) * (size_t)j->n);
     int64_t *beats = kiln_xmalloc(sizeof(*beats) * (size_t)j->n);
+    int64_t *lives = kiln_xmalloc(sizeof(*lives) * (size_t)j->n);
     long tick = j->beat_ms < TICK_MS ? j->beat_ms : TICK_MS;
     int64_t next_sweep = mono_ms() + j->lease_ms / 2;
     pthread_mutex_lock(&j->mu);
@@ -764,10 +843,13 @@ static void *supervisor_main(void *arg)
         int64_t now = mono_ms();
         for (int i = 0; i < j->n; i++) {
             struct worker *w = &j->w[i];
-            ids[i] = beats[i] = 0;
+            ids[i] = beats[i] = lives[i] = 0;
             if (!w->job_id)
                 continue;
             int why = atomic_load(&w->cancel);
+            /* the log of a build still going (even a cancelled one), until the final copy */
+            if (why != CANCEL_LOST && !w->finishing)
+                lives[i] = w->job_id;
             /* a cancelled build still holds its job until it is finished */
             if (why != CANCEL_LOST && !w->finishing && now - w->last_beat >= j->beat_ms)
                 beats[i] = w->job_id;
@@ -784,6 +866,9 @@ static void *supervisor_main(void *arg)
         for (int i = 0; i < j->n; i++)
             if (beats[i])
                 renew_lease(j, &j->w[i], beats[i], now);
+        for (int i = 0; i < j->n; i++)
+            if (lives[i])
+                sync_live_log(j, &j->w[i], lives[i], now);
         for (int i = 0; i < j->n; i++) {
             if (!ids[i])
                 continue;
@@ -805,6 +890,7 @@ static void *supervisor_main(void *arg)
     pthread_mutex_unlock(&j->mu);
     free(ids);
     free(beats);
+    free(lives);
     return NULL;
 }
 

@@ -12,7 +12,10 @@
  * keeps a copy of its log in the store (kiln_jobs_store_log), so that any
  * kiln serve sharing the database can serve it; a failure to store it is a
  * warning, never a job failure (and a crash in between leaves a finished
- * job without a stored log).
+ * job without a stored log). While a job runs, the supervisor keeps a live
+ * copy of its log's end in the store (kiln_jobs_store_live_log): every
+ * KILN_JOBS_LIVE_LOG_SYNC_MS, when the log file grew since the last copy.
+ * A store error there is a warning (once per job), never a job failure.
  *
  * Cancel: kiln_jobs_cancel() asks the store (Pending -> Cancelled at once,
  * Running -> cancel_requested) and tells the worker running it, whose
@@ -77,6 +80,11 @@ struct kiln_registry_config {
     const struct kiln_registry_options *push; /* credentials and TLS for the endpoint */
 };
 
+/* How often the live copy of a running job's log is refreshed in the store (when it grew). */
+#define KILN_JOBS_LIVE_LOG_SYNC_MS 2000L
+/* The most of a running job's log kept in its live copy (its end, from a line start). */
+#define KILN_JOBS_LIVE_LOG_MAX (1024u * 1024)
+
 /* How often a worker renews the lease of its running job (default). */
 #define KILN_JOBS_BEAT_MS 10000L
 /* How long a lease lasts without a renewal (default). */
@@ -130,10 +138,24 @@ char *kiln_jobs_log_path(const char *data_dir, int64_t id);
  * over KILN_STORE_LOG_MAX keeps its end (where the errors are), from a line
  * start, after a first line "[log truncated: the first N bytes are only on
  * HOST in PATH]" (HOST: `host`, NULL for this machine's name), and is
- * marked truncated. A missing file is -KILN_ENOTFOUND (nothing stored).
+ * marked truncated with start offset N. It is the job's final copy
+ * (kiln_store_job_log_put_final): it replaces a live one. A missing file is
+ * -KILN_ENOTFOUND (nothing stored).
  */
 int kiln_jobs_store_log(struct kiln_store *st, int64_t id, const char *path, const char *host,
                         struct kiln_error **err);
+
+/*
+ * Store a live copy of the log file `path` of job `id`, Running under
+ * `worker` (kiln_store_job_log_put_live): the whole file when it holds at
+ * most KILN_JOBS_LIVE_LOG_MAX bytes, else its last KILN_JOBS_LIVE_LOG_MAX
+ * bytes at most from a line start, with the offset where they start. The
+ * file's size when read goes to *ret_size (may be NULL). Returns the
+ * store's 1 (stored) or 0 (the job is no longer Running under `worker`, or
+ * its final copy is stored); a missing file is -KILN_ENOTFOUND.
+ */
+int kiln_jobs_store_live_log(struct kiln_store *st, int64_t id, const char *worker,
+                             const char *path, uint64_t *ret_size, struct kiln_error **err);
 
 /* The target image of a spec revision per the registry config (caller frees), or NULL
  * when no registry is configured. */

@@ -201,12 +201,20 @@ static const char schema_v4[] =
     "  stored_ms BIGINT NOT NULL\n"
     ");\n";
 
+/*
+ * v5: job_logs.start_offset, where the stored log's bytes start in the
+ * whole log (after the "[log truncated ...]" line of a truncated copy), and
+ * job_logs.is_final: true for the copy written at the job's end, false for
+ * a live copy refreshed while the job runs. Rows of v4 are final copies,
+ * start 0.
+ */
+static const char schema_v5[] =
+    "ALTER TABLE job_logs ADD COLUMN start_offset BIGINT NOT NULL DEFAULT 0;\n"
+    "ALTER TABLE job_logs ADD COLUMN is_final BOOLEAN NOT NULL DEFAULT TRUE;\n";
+
 /* Migration i takes the schema from version i to i + 1; append, never edit (as in SQLite's). */
 static const char *const migrations[] = {
-    schema_v1,
-    schema_v2,
-    schema_v3,
-    schema_v4,
+    schema_v1, schema_v2, schema_v3, schema_v4, schema_v5,
 };
 
 #define SCHEMA_VERSION ((int)KILN_ARRAY_SIZE(migrations))
@@ -309,10 +317,20 @@ static const char sql_job_counts[] = "SELECT phase, COUNT(*) FROM jobs GROUP BY 
 static const char sql_log_lock_spec[] =
     "SELECT 1 FROM specs WHERE name = (SELECT spec_name FROM jobs WHERE id = $1) FOR KEY SHARE";
 static const char sql_log_put[] =
-    "INSERT INTO job_logs (job_id, log, size, truncated, stored_ms) VALUES ($1, $2, $3, "
-    "$4::boolean, $5) ON CONFLICT (job_id) DO UPDATE SET log = excluded.log, size = "
-    "excluded.size, truncated = excluded.truncated, stored_ms = excluded.stored_ms";
-static const char sql_log_get[] = "SELECT log, truncated FROM job_logs WHERE job_id = $1";
+    "INSERT INTO job_logs (job_id, log, size, truncated, stored_ms, start_offset, is_final) "
+    "VALUES ($1, $2, $3, $4::boolean, $5, $6, TRUE) ON CONFLICT (job_id) DO UPDATE SET "
+    "log = excluded.log, size = excluded.size, truncated = excluded.truncated, "
+    "stored_ms = excluded.stored_ms, start_offset = excluded.start_offset, is_final = TRUE";
+/* a live copy: while the job is Running (under $6 when not NULL), never over a final one */
+static const char sql_log_put_live[] =
+    "INSERT INTO job_logs (job_id, log, size, truncated, stored_ms, start_offset, is_final) "
+    "SELECT $1, $2, $3, FALSE, $4, $5, FALSE WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1 "
+    "AND phase = 'Running' AND ($6::text IS NULL OR worker = $6::text)) ON CONFLICT (job_id) "
+    "DO UPDATE SET log = excluded.log, size = excluded.size, truncated = FALSE, "
+    "stored_ms = excluded.stored_ms, start_offset = excluded.start_offset "
+    "WHERE job_logs.is_final = FALSE";
+static const char sql_log_get[] = "SELECT log, truncated, start_offset, is_final, stored_ms FROM "
+                                  "job_logs WHERE job_id = $1";
 static const char sql_secret_insert[] =
     "INSERT INTO secrets (name, dockerconfigjson, created_ms) VALUES ($1, $2, $3) "
     "ON CONFLICT (name) DO NOTHING";
@@ -1176,7 +1194,8 @@ static int op_job_counts(void *impl, int64_t ret_counts[KILN_JOB_PHASES], struct
 
 /* ---- job logs ---- */
 
-static int op_job_log_put(void *impl, int64_t id, const char *data, size_t len, bool truncated,
+static int op_job_log_put(void *impl, int64_t id, const char *worker, const char *data, size_t len,
+                          uint64_t start_offset, bool truncated, bool final,
                           struct kiln_error **err)
 {
     struct pg *pg = impl;
@@ -1189,15 +1208,20 @@ static int op_job_log_put(void *impl, int64_t id, const char *data, size_t len, 
         return kiln_store_errctx(r, err, "job %lld", (long long)id);
     if (PQntuples(res) == 0)
         return kiln_error_set(err, KILN_ENOTFOUND, 0, "job %lld: not found", (long long)id);
-    int64_t n = exec(c, sql_log_put, "store log", err, "ibiti", id, data, len, (int64_t)len,
-                     truncated ? "true" : "false", now_ms(pg));
+    int64_t n = final
+                    ? exec(c, sql_log_put, "store log", err, "ibitii", id, data, len, (int64_t)len,
+                           truncated ? "true" : "false", now_ms(pg), (int64_t)start_offset)
+                    : exec(c, sql_log_put_live, "store live log", err, "ibiiit", id, data, len,
+                           (int64_t)len, now_ms(pg), (int64_t)start_offset, worker);
     r = n < 0 ? (int)n : tx_commit(c, err);
     if (r < 0)
         return kiln_store_errctx(r, err, "job %lld", (long long)id);
-    return 0;
+    if (final)
+        return 0;
+    return n > 0 ? 1 : 0;
 }
 
-static int op_job_log_get(void *impl, int64_t id, char **ret, size_t *ret_len, bool *ret_truncated,
+static int op_job_log_get(void *impl, int64_t id, struct kiln_store_job_log *ret,
                           struct kiln_error **err)
 {
     _cleanup_conn_ struct conn *c = conn_get(impl);
@@ -1220,9 +1244,13 @@ static int op_job_log_get(void *impl, int64_t id, char **ret, size_t *ret_len, b
         memcpy(v, raw, len);
     v[len] = '\0';
     PQfreemem(raw);
-    *ret = v;
-    *ret_len = len;
-    *ret_truncated = col_bool(res, 0, 1);
+    int64_t start = col_int(res, 0, 2);
+    ret->data = v;
+    ret->len = len;
+    ret->truncated = col_bool(res, 0, 1);
+    ret->start_offset = start > 0 ? (uint64_t)start : 0;
+    ret->final = col_bool(res, 0, 3);
+    ret->stored_ms = col_int(res, 0, 4);
     return 0;
 }
 

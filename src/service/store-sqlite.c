@@ -170,12 +170,20 @@ static const char schema_v4[] =
     "  stored_ms INTEGER NOT NULL\n"
     ");\n";
 
+/*
+ * v5: job_logs.start_offset, where the stored log's bytes start in the
+ * whole log (after the "[log truncated ...]" line of a truncated copy), and
+ * job_logs.is_final: 1 for the copy written at the job's end, 0 for a live
+ * copy refreshed while the job runs. Rows of v4 are final copies, start 0.
+ */
+static const char schema_v5[] =
+    "ALTER TABLE job_logs ADD COLUMN start_offset INTEGER NOT NULL DEFAULT 0;\n"
+    "ALTER TABLE job_logs ADD COLUMN is_final INTEGER NOT NULL DEFAULT 1 "
+    "CHECK (is_final IN (0, 1));\n";
+
 /* Migration i takes the schema from version i to i + 1; append, never edit. */
 static const char *const migrations[] = {
-    schema_v1,
-    schema_v2,
-    schema_v3,
-    schema_v4,
+    schema_v1, schema_v2, schema_v3, schema_v4, schema_v5,
 };
 
 #define SCHEMA_VERSION ((int)KILN_ARRAY_SIZE(migrations))
@@ -222,7 +230,9 @@ enum stmt_id {
     ST_RUNNING_WORKERS,
     ST_JOB_COUNTS,
     ST_LOG_PUT,
+    ST_LOG_PUT_LIVE,
     ST_LOG_GET,
+    ST_JOB_EXISTS,
     ST_SECRET_FIND,
     ST_SECRET_INSERT,
     ST_SECRET_UPDATE,
@@ -329,11 +339,22 @@ static const char *const stmt_sql[ST__MAX] = {
                            "worker IS NOT NULL ORDER BY worker",
     [ST_JOB_COUNTS] = "SELECT phase, COUNT(*) FROM jobs GROUP BY phase",
     /* one statement under the write lock: the job exists, or nothing is written */
-    [ST_LOG_PUT] = "INSERT INTO job_logs (job_id, log, size, truncated, stored_ms) "
-                   "SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ?1) "
-                   "ON CONFLICT (job_id) DO UPDATE SET log = excluded.log, size = excluded.size, "
-                   "truncated = excluded.truncated, stored_ms = excluded.stored_ms",
-    [ST_LOG_GET] = "SELECT log, truncated FROM job_logs WHERE job_id = ?1",
+    [ST_LOG_PUT] = "INSERT INTO job_logs (job_id, log, size, truncated, stored_ms, start_offset, "
+                   "is_final) SELECT ?1, ?2, ?3, ?4, ?5, ?6, 1 WHERE EXISTS (SELECT 1 FROM jobs "
+                   "WHERE id = ?1) ON CONFLICT (job_id) DO UPDATE SET log = excluded.log, "
+                   "size = excluded.size, truncated = excluded.truncated, "
+                   "stored_ms = excluded.stored_ms, start_offset = excluded.start_offset, "
+                   "is_final = 1",
+    /* a live copy: while the job is Running (under ?6 when not NULL), never over a final one */
+    [ST_LOG_PUT_LIVE] =
+        "INSERT INTO job_logs (job_id, log, size, truncated, stored_ms, start_offset, is_final) "
+        "SELECT ?1, ?2, ?3, 0, ?4, ?5, 0 WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ?1 AND "
+        "phase = 'Running' AND (?6 IS NULL OR worker = ?6)) ON CONFLICT (job_id) DO UPDATE SET "
+        "log = excluded.log, size = excluded.size, truncated = 0, stored_ms = excluded.stored_ms, "
+        "start_offset = excluded.start_offset WHERE job_logs.is_final = 0",
+    [ST_LOG_GET] =
+        "SELECT log, truncated, start_offset, is_final, stored_ms FROM job_logs WHERE job_id = ?1",
+    [ST_JOB_EXISTS] = "SELECT 1 FROM jobs WHERE id = ?1",
     [ST_SECRET_FIND] = "SELECT 1 FROM secrets WHERE name = ?1",
     [ST_SECRET_INSERT] =
         "INSERT INTO secrets (name, dockerconfigjson, created_ms) VALUES (?1, ?2, ?3)",
@@ -1110,21 +1131,35 @@ static int op_job_counts(void *impl, int64_t ret_counts[KILN_JOB_PHASES], struct
 
 /* ---- job logs ---- */
 
-static int op_job_log_put(void *impl, int64_t id, const char *data, size_t len, bool truncated,
+static int op_job_log_put(void *impl, int64_t id, const char *worker, const char *data, size_t len,
+                          uint64_t start_offset, bool truncated, bool final,
                           struct kiln_error **err)
 {
     struct sq *sq = impl;
     _cleanup_conn_ struct conn *c = conn_get(sq);
-    int r = EXEC(c, ST_LOG_PUT, "store log", err, "ibiii", id, data, len, (int64_t)len,
-                 (int64_t)(truncated ? 1 : 0), now_ms(sq));
+    int r = final ? EXEC(c, ST_LOG_PUT, "store log", err, "ibiiii", id, data, len, (int64_t)len,
+                         (int64_t)(truncated ? 1 : 0), now_ms(sq), (int64_t)start_offset)
+                  : EXEC(c, ST_LOG_PUT_LIVE, "store live log", err, "ibiiit", id, data, len,
+                         (int64_t)len, now_ms(sq), (int64_t)start_offset, worker);
     if (r < 0)
         return kiln_store_errctx(r, err, "job %lld", (long long)id);
-    if (sqlite3_changes(c->db) == 0)
-        return kiln_error_set(err, KILN_ENOTFOUND, 0, "job %lld: not found", (long long)id);
-    return 0;
+    if (sqlite3_changes(c->db) > 0)
+        return final ? 0 : 1;
+    if (!final) {
+        /* nothing written: is the job there at all? */
+        _cleanup_stmt_ sqlite3_stmt *s = NULL;
+        r = QUERY(c, ST_JOB_EXISTS, &s, "find job", err, "i", id);
+        if (r >= 0)
+            r = step(c, s, "find job", err);
+        if (r < 0)
+            return kiln_store_errctx(r, err, "job %lld", (long long)id);
+        if (r == 1)
+            return 0;
+    }
+    return kiln_error_set(err, KILN_ENOTFOUND, 0, "job %lld: not found", (long long)id);
 }
 
-static int op_job_log_get(void *impl, int64_t id, char **ret, size_t *ret_len, bool *ret_truncated,
+static int op_job_log_get(void *impl, int64_t id, struct kiln_store_job_log *ret,
                           struct kiln_error **err)
 {
     _cleanup_conn_ struct conn *c = conn_get(impl);
@@ -1143,9 +1178,13 @@ static int op_job_log_get(void *impl, int64_t id, char **ret, size_t *ret_len, b
     if (len)
         memcpy(v, p, len);
     v[len] = '\0';
-    *ret = v;
-    *ret_len = len;
-    *ret_truncated = sqlite3_column_int(s, 1) != 0;
+    int64_t start = sqlite3_column_int64(s, 2);
+    ret->data = v;
+    ret->len = len;
+    ret->truncated = sqlite3_column_int(s, 1) != 0;
+    ret->start_offset = start > 0 ? (uint64_t)start : 0;
+    ret->final = sqlite3_column_int(s, 3) != 0;
+    ret->stored_ms = sqlite3_column_int64(s, 4);
     return 0;
 }
 

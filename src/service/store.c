@@ -508,8 +508,8 @@ int kiln_store_job_counts(struct kiln_store *st, int64_t ret_counts[KILN_JOB_PHA
     return r;
 }
 
-int kiln_store_job_log_put(struct kiln_store *st, int64_t id, const char *data, size_t len,
-                           bool truncated, struct kiln_error **err)
+static int check_log(int64_t id, const char *data, size_t len, uint64_t start_offset,
+                     struct kiln_error **err)
 {
     int r = check_id(id, err);
     if (r < 0)
@@ -519,28 +519,84 @@ int kiln_store_job_log_put(struct kiln_store *st, int64_t id, const char *data, 
     if (len > KILN_STORE_LOG_MAX)
         return kiln_error_set(err, KILN_EINVAL, 0, "store: job %lld: a log of %zu bytes is over %u",
                               (long long)id, len, KILN_STORE_LOG_MAX);
-    return backend(st->ops->job_log_put(st->impl, id, data ? data : "", len, truncated, err), err);
+    if (start_offset > (uint64_t)INT64_MAX)
+        return kiln_error_set(err, KILN_EINVAL, 0, "store: job %lld: log offset %llu is too large",
+                              (long long)id, (unsigned long long)start_offset);
+    return 0;
+}
+
+int kiln_store_job_log_put(struct kiln_store *st, int64_t id, const char *data, size_t len,
+                           bool truncated, struct kiln_error **err)
+{
+    return kiln_store_job_log_put_final(st, id, data, len, 0, truncated, err);
+}
+
+int kiln_store_job_log_put_final(struct kiln_store *st, int64_t id, const char *data, size_t len,
+                                 uint64_t start_offset, bool truncated, struct kiln_error **err)
+{
+    int r = check_log(id, data, len, start_offset, err);
+    if (r < 0)
+        return r;
+    if (start_offset > 0 && !truncated)
+        return kiln_error_set(err, KILN_EINVAL, 0,
+                              "store: job %lld: a final log from offset %llu must be truncated",
+                              (long long)id, (unsigned long long)start_offset);
+    r = backend(st->ops->job_log_put(st->impl, id, NULL, data ? data : "", len, start_offset,
+                                     truncated, true, err),
+                err);
+    return r < 0 ? r : 0;
+}
+
+int kiln_store_job_log_put_live(struct kiln_store *st, int64_t id, const char *worker,
+                                const char *data, size_t len, uint64_t start_offset,
+                                struct kiln_error **err)
+{
+    int r = check_log(id, data, len, start_offset, err);
+    if (r < 0)
+        return r;
+    if (worker && !*worker)
+        return check_name("worker", worker, err);
+    return backend(st->ops->job_log_put(st->impl, id, worker, data ? data : "", len, start_offset,
+                                        false, false, err),
+                   err);
+}
+
+void kiln_store_job_log_release(struct kiln_store_job_log *l)
+{
+    if (!l)
+        return;
+    free(l->data);
+    memset(l, 0, sizeof(*l));
+}
+
+int kiln_store_job_log_read(struct kiln_store *st, int64_t id, struct kiln_store_job_log *ret,
+                            struct kiln_error **err)
+{
+    int r = check_id(id, err);
+    if (r < 0)
+        return r;
+    struct kiln_store_job_log l = {0};
+    r = backend(st->ops->job_log_get(st->impl, id, &l, err), err);
+    if (r < 0) {
+        kiln_store_job_log_release(&l);
+        return r;
+    }
+    *ret = l;
+    return 0;
 }
 
 int kiln_store_job_log_get(struct kiln_store *st, int64_t id, char **ret, size_t *ret_len,
                            bool *ret_truncated, struct kiln_error **err)
 {
-    int r = check_id(id, err);
+    struct kiln_store_job_log l = {0};
+    int r = kiln_store_job_log_read(st, id, &l, err);
     if (r < 0)
         return r;
-    char *v = NULL;
-    size_t n = 0;
-    bool t = false;
-    r = backend(st->ops->job_log_get(st->impl, id, &v, &n, &t, err), err);
-    if (r < 0) {
-        free(v);
-        return r;
-    }
-    *ret = v;
-    *ret_len = n;
+    *ret = TAKE_PTR(l.data);
+    *ret_len = l.len;
     if (ret_truncated)
-        *ret_truncated = t;
-    return r;
+        *ret_truncated = l.truncated;
+    return 0;
 }
 
 /* ---- secrets ---- */

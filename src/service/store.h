@@ -19,9 +19,16 @@
  *   images   image URLs kiln knows of: 'built' (added by a successful
  *            job) or 'admin' (added by hand)
  *   settings key -> text (the admin token's hash is 'admin_token_sha256')
- *   job_logs a finished job's log (its last KILN_STORE_LOG_MAX bytes at
- *            most), kept so that any process sharing the database can serve
- *            it; it goes with its job
+ *   job_logs a copy of a job's log, kept so that any process sharing the
+ *            database can serve it; it goes with its job. Either the final
+ *            copy, written once the job is finished (its last
+ *            KILN_STORE_LOG_MAX bytes at most), or a live copy that the
+ *            worker refreshes while the job runs (the end of the log so far,
+ *            KILN_JOBS_LIVE_LOG_MAX bytes at most: service/jobs.h). Each has
+ *            its start offset (where its bytes start in the whole log) and
+ *            whether it is final. The final copy replaces a live one; a live
+ *            copy never replaces a final one (schema v5; rows of v4 are
+ *            final copies with start offset 0)
  *
  * Times are milliseconds since the epoch (int64_t), 0 meaning "not yet".
  *
@@ -384,24 +391,67 @@ int kiln_store_job_counts(struct kiln_store *st, int64_t ret_counts[KILN_JOB_PHA
                           struct kiln_error **err);
 
 /*
- * Store (or replace) the log of job `id`: `len` bytes of `data` (any bytes,
- * NUL included; data may be NULL when len is 0), at most
+ * Store (or replace) the final copy of the log of job `id`: `len` bytes of
+ * `data` (any bytes, NUL included; data may be NULL when len is 0), at most
  * KILN_STORE_LOG_MAX (else -KILN_EINVAL: the caller keeps the end of a
  * longer log), and whether it was `truncated` (the beginning left out).
- * The log goes with the job (deleting the spec deletes it). Any job may
- * have one, whatever its phase; a worker stores it once the job is
- * finished. -KILN_ENOTFOUND when the job does not exist.
+ * Its start offset is 0. The log goes with the job (deleting the spec
+ * deletes it). Any job may have one, whatever its phase; a worker stores it
+ * once the job is finished. It replaces a live copy. -KILN_ENOTFOUND when
+ * the job does not exist.
  */
 int kiln_store_job_log_put(struct kiln_store *st, int64_t id, const char *data, size_t len,
                            bool truncated, struct kiln_error **err);
 
 /*
- * The stored log of job `id`: *ret (the caller frees; always NUL-terminated
- * after its *ret_len bytes) and *ret_truncated (may be NULL).
- * -KILN_ENOTFOUND when the job has no stored log (or does not exist).
+ * kiln_store_job_log_put() with the start offset: when `truncated`, `data`
+ * begins with one line of kiln's own that is not part of the log (e.g.
+ * "[log truncated: the first N bytes ...]\n"), and `start_offset` is where
+ * the bytes after that line start in the whole log (N); otherwise it must
+ * be 0 (else -KILN_EINVAL).
+ */
+int kiln_store_job_log_put_final(struct kiln_store *st, int64_t id, const char *data, size_t len,
+                                 uint64_t start_offset, bool truncated, struct kiln_error **err);
+
+/*
+ * Store a live copy of the log of job `id` while it runs: `len` bytes of
+ * `data` (at most KILN_STORE_LOG_MAX, else -KILN_EINVAL) found at
+ * `start_offset` (at most INT64_MAX) in the whole log so far. Only while
+ * the job is Running under `worker` (NULL: any worker), and never over a
+ * final copy: returns 1 when stored, 0 when nothing was written (the job
+ * is no longer Running there, or its final copy is stored).
+ * -KILN_ENOTFOUND when the job does not exist.
+ */
+int kiln_store_job_log_put_live(struct kiln_store *st, int64_t id, const char *worker,
+                                const char *data, size_t len, uint64_t start_offset,
+                                struct kiln_error **err);
+
+/*
+ * The stored text of the log of job `id` (final or live, as it is): *ret
+ * (the caller frees; always NUL-terminated after its *ret_len bytes) and
+ * *ret_truncated (may be NULL). -KILN_ENOTFOUND when the job has no stored
+ * log (or does not exist).
  */
 int kiln_store_job_log_get(struct kiln_store *st, int64_t id, char **ret, size_t *ret_len,
                            bool *ret_truncated, struct kiln_error **err);
+
+/* A stored copy of a job's log, as kiln_store_job_log_read() gives it. */
+struct kiln_store_job_log {
+    char *data; /* len bytes, then a NUL */
+    size_t len;
+    /* where the log's bytes in data start in the whole log: data[0] when not
+       truncated; after data's first line (kiln's own) when truncated. A
+       truncated final copy of schema v4 says 0 (not known) */
+    uint64_t start_offset;
+    bool truncated; /* data begins with a line of kiln's own: the beginning is left out */
+    bool final;     /* written at the job's end; else a live copy of a running job */
+    int64_t stored_ms;
+};
+void kiln_store_job_log_release(struct kiln_store_job_log *l);
+
+/* The stored copy of job `id`'s log into *ret (caller releases); -KILN_ENOTFOUND as above. */
+int kiln_store_job_log_read(struct kiln_store *st, int64_t id, struct kiln_store_job_log *ret,
+                            struct kiln_error **err);
 
 /* ---- secrets ---- */
 
@@ -509,11 +559,14 @@ struct kiln_store_ops {
                    struct kiln_error **err);
     int (*running_workers)(void *impl, struct kiln_strv *ret, struct kiln_error **err);
     int (*job_counts)(void *impl, int64_t ret_counts[KILN_JOB_PHASES], struct kiln_error **err);
-    /* len <= KILN_STORE_LOG_MAX; data non-NULL (maybe "") */
-    int (*job_log_put)(void *impl, int64_t id, const char *data, size_t len, bool truncated,
-                       struct kiln_error **err);
-    /* *ret NUL-terminated after *ret_len bytes */
-    int (*job_log_get)(void *impl, int64_t id, char **ret, size_t *ret_len, bool *ret_truncated,
+    /* len <= KILN_STORE_LOG_MAX; data non-NULL (maybe ""); start_offset <= INT64_MAX.
+     * final: store (or replace) the final copy, returns 0. Else a live copy
+     * (truncated false), only while the job is Running under `worker` (NULL:
+     * any) and over no final copy: returns 1 when stored, else 0. */
+    int (*job_log_put)(void *impl, int64_t id, const char *worker, const char *data, size_t len,
+                       uint64_t start_offset, bool truncated, bool final, struct kiln_error **err);
+    /* ret->data NUL-terminated after ret->len bytes */
+    int (*job_log_get)(void *impl, int64_t id, struct kiln_store_job_log *ret,
                        struct kiln_error **err);
 
     int (*secret_put)(void *impl, const char *name, const char *value, struct kiln_error **err);

@@ -11,7 +11,9 @@
 # follow, cancel of a running apt step (nothing left behind, next build ok),
 # delete of a spec while it builds, kill -9 of kiln serve mid-build and restart
 # (Failed 'interrupted', or requeued with --requeue-interrupted), SIGTERM with
-# a grace period, --job-timeout, no registry configured, secret redaction.
+# a grace period, --job-timeout, a kiln worker on the same store (its job's log
+# shown by kiln serve from the store, live while it runs), no registry
+# configured, secret redaction.
 # usage: test-serve.sh KILN_BINARY [SOURCE_DIR]
 set -u
 KILN=$1
@@ -468,6 +470,65 @@ is "$CODE $(grep -i '^x-kiln-log-source:' "$T/resp/$k.h" | tr -d '\r' | cut -d' 
     "kiln serve serves the worker's job log from the store"
 cmp -s "$T/resp/$k" "$T/dataw/logs/$JW.log"
 ok $? "it is the worker's log file, byte for byte"
+# ... and while it runs: the worker keeps a live copy of a running job's log
+# in the store (every 2 s). la keeps one pool busy (apt, not in any cache),
+# lb goes to the other; kiln serve shows kiln worker's job before it ends
+# and ?follow=1 goes on to the end, each byte once.
+api PUT /api/v1/specs/la "$(body la ed '')"
+JLA=$(jb -r .job.id)
+i=0
+while [ $i -lt 300 ]; do
+    api GET "/api/v1/jobs/$JLA"
+    [ "$(jb -r .phase)" = Pending ] || break
+    sleep 0.1
+    i=$((i + 1))
+done
+api PUT /api/v1/specs/lb "$(body lb units '')"
+JLB=$(jb -r .job.id)
+JL=
+i=0
+while [ $i -lt 300 ] && [ -z "$JL" ]; do
+    for j in "$JLA" "$JLB"; do [ -f "$T/dataw/logs/$j.log" ] && JL=$j; done
+    [ -n "$JL" ] || sleep 0.1
+    i=$((i + 1))
+done
+[ -n "$JL" ]
+ok $? "kiln worker runs one of two jobs queued together (${JL:-none})"
+LIVE=
+LPHASE=
+i=0
+while [ -n "$JL" ] && [ $i -lt 600 ]; do
+    api GET "/api/v1/jobs/$JL/log"
+    LSRC=$(grep -i '^x-kiln-log-source:' "$T/resp/$k.h" | tr -d '\r' | cut -d' ' -f2)
+    LFILE=$T/resp/$k
+    api GET "/api/v1/jobs/$JL"
+    LPHASE=$(jb -r .phase)
+    # the log fetched before the job was seen Running: fetched while it ran
+    if [ "$LPHASE" = Running ] && grep -q "job $JL: building spec" "$LFILE"; then
+        LIVE=$LFILE
+        break
+    fi
+    case $LPHASE in Succeeded | Failed | Cancelled) break ;; esac
+    sleep 0.1
+    i=$((i + 1))
+done
+[ -n "$LIVE" ] && [ "$LSRC" = store ] && ! grep -q "job $JL: Succeeded" "$LIVE"
+ok $? "kiln serve shows kiln worker's job log while it runs (store, ${LPHASE:-?})"
+[ -n "$LIVE" ] || show "$T/w1.err"
+k=$((k + 1))
+timeout 180 curl -sN -H "Authorization: Bearer $TOKEN" "$URL/api/v1/jobs/${JL:-0}/log?follow=1" \
+    >"$T/resp/$k"
+ok $? "?follow=1 of kiln worker's running job ends when it is final"
+FOLLOWED=$T/resp/$k
+[ -n "$LIVE" ] && [ "$(wc -l <"$FOLLOWED")" -gt "$(wc -l <"$LIVE")" ] &&
+    tail -n 1 "$FOLLOWED" | grep -q "job $JL: Succeeded"
+ok $? "it delivers the lines written after, to the last"
+cmp -s "$FOLLOWED" "$T/dataw/logs/${JL:-0}.log"
+ok $? "the followed log is kiln worker's log file, byte for byte"
+wait_job "$JLA" 180
+PA=$PHASE
+wait_job "$JLB" 180
+is "$PA $PHASE" "Succeeded Succeeded" "both build"
 kill -TERM "$WPID" 2>/dev/null
 i=0
 while kill -0 "$WPID" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done

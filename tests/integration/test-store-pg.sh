@@ -255,11 +255,53 @@ if [ -n "${KILN_TEST_KILN:-}" ] && [ -x "$KILN_TEST_KILN" ] && command -v curl >
         grep -c '^event: log')
     [ "$got" = 2 ]
     t $? "/events sends the stored log's lines ($got)"
+
+    # Live logs: a job Running on another host, with the live copy of its
+    # log's end (from offset 1000) that its worker keeps in the database, is
+    # served from it; ?follow=1 sends what the next copies add, then the
+    # final copy's end, each byte once.
+    RUN=$(psql_serve "INSERT INTO jobs (spec_name, revision, spec_json, target_image, phase,
+        created_ms, started_ms, heartbeat_ms, worker, attempt) VALUES ('lease-dead', 'x', '{}',
+        'r/x', 'Running', $NOW, $NOW, $NOW, 'otherhost-2', 1) RETURNING id" | head -n 1)
+    psql_serve "INSERT INTO job_logs (job_id, log, size, truncated, stored_ms, start_offset,
+        is_final) VALUES (${RUN:-0}, convert_to(E'live line 1\\n', 'UTF8'), 12, FALSE, 1, 1000,
+        FALSE)" >/dev/null
+    [ -n "$RUN" ]
+    t $? "a job Running on another host with a live copy of its log ($RUN)"
+    code=$(curl -s -D "$T/live.h" -o "$T/live.txt" -w '%{http_code}' \
+        -H 'Authorization: Bearer pg-test-token' "$API/api/v1/jobs/${RUN:-0}/log")
+    [ "$code" = 200 ] && grep -qi '^X-Kiln-Log-Source: store' "$T/live.h" &&
+        [ "$(cat "$T/live.txt")" = "$(printf '[... 1000 bytes not shown ...]\nlive line 1')" ]
+    t $? "GET /jobs/$RUN/log serves the live copy, after a line for the bytes left out ($code)"
+    curl -s -N --max-time 30 -H 'Authorization: Bearer pg-test-token' \
+        "$API/api/v1/jobs/${RUN:-0}/log?follow=1" >"$T/follow.txt" 2>/dev/null &
+    FPID=$!
+    wait_grep() { # wait_grep TEXT FILE: up to 10 s
+        i=0
+        while [ $i -lt 100 ] && ! grep -q "$1" "$2"; do
+            sleep 0.1
+            i=$((i + 1))
+        done
+        grep -q "$1" "$2"
+    }
+    wait_grep 'live line 1' "$T/follow.txt"
+    t $? "?follow=1 sends the live copy"
+    psql_serve "UPDATE job_logs SET log = convert_to(E'live line 2\\n', 'UTF8'), size = 12,
+        start_offset = 1012 WHERE job_id = ${RUN:-0}" >/dev/null
+    wait_grep 'live line 2' "$T/follow.txt"
+    t $? "?follow=1 sends what a newer live copy adds"
+    psql_serve "UPDATE jobs SET phase = 'Succeeded', finished_ms = $NOW WHERE id = ${RUN:-0}" >/dev/null
+    FINAL='[log truncated: the first 1000 bytes are only on otherhost in /x]\nlive line 1\nlive line 2\nlive line 3\n'
+    psql_serve "UPDATE job_logs SET log = convert_to(E'$FINAL', 'UTF8'), size = 99,
+        truncated = TRUE, is_final = TRUE, start_offset = 1000 WHERE job_id = ${RUN:-0}" >/dev/null
+    wait "$FPID"
+    [ "$(cat "$T/follow.txt")" = "$(printf '[... 1000 bytes not shown ...]\nlive line 1\nlive line 2\nlive line 3')" ]
+    t $? "?follow=1 ends with the final copy's end, each line once"
     serve_stop
     psql_serve "DELETE FROM specs WHERE name = 'lease-dead'" >/dev/null
-    got=$(psql_serve "SELECT COUNT(*) FROM job_logs WHERE job_id = ${DONE:-0}")
+    got=$(psql_serve "SELECT COUNT(*) FROM job_logs WHERE job_id IN (${DONE:-0}, ${RUN:-0})")
     [ "$got" = 0 ]
-    t $? "deleting the spec deletes the stored log ($got)"
+    t $? "deleting the spec deletes the stored logs ($got)"
 else
     echo "# kiln serve --store: skipped (no KILN_TEST_KILN binary or no curl)"
 fi

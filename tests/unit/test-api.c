@@ -245,12 +245,12 @@ static void dump_on_fail(bool good, const struct resp *r)
 
 /* ---- fixtures ---- */
 
-static int64_t claim_job(int64_t want)
+static int64_t claim_job_as(int64_t want, const char *worker)
 {
     /* claim Pending jobs until `want` runs; others are finished as Failed */
     for (int i = 0; i < 1000; i++) {
         struct kiln_store_job j = {0};
-        if (kiln_store_job_claim(st, "test-worker", &j, NULL) != 1)
+        if (kiln_store_job_claim(st, worker, &j, NULL) != 1)
             return -1;
         int64_t id = j.id;
         kiln_store_job_release(&j);
@@ -259,6 +259,11 @@ static int64_t claim_job(int64_t want)
         kiln_store_job_finish(st, id, KILN_JOB_FAILED, NULL, NULL, "test: not this one", NULL);
     }
     return -1;
+}
+
+static int64_t claim_job(int64_t want)
+{
+    return claim_job_as(want, "test-worker");
 }
 
 static char *log_path(int64_t id)
@@ -1321,6 +1326,220 @@ static void test_logs_from_store(void)
        "stored: its stored logs are gone");
 }
 
+/* GET `path`: the body (caller frees) and X-Kiln-Log-Source into *ret_source (caller frees). */
+static char *get_log(const char *path, char **ret_source)
+{
+    struct resp r = request("GET", path, NULL);
+    if (r.status != 200)
+        printf("#   GET %s: %ld\n", path, r.status);
+    *ret_source = header_of(&r, "X-Kiln-Log-Source");
+    char *body = kiln_buf_detach(&r.body, NULL);
+    resp_release(&r);
+    return body;
+}
+
+/*
+ * A job Running on another host: its log comes from the live copy that its
+ * worker keeps in the store (plain, ?tail, ?follow, /events); the follower
+ * gets what each newer copy adds, a line for bytes it could not get, and
+ * then the final copy's end, each byte once.
+ */
+static void test_logs_live(void)
+{
+    int64_t id = put_spec("livelog", "curl");
+    is_int(claim_job_as(id, "otherhost-7"), id, "live: a job Running on another host");
+    _cleanup_free_ char *base = kiln_xasprintf("/api/v1/jobs/%lld", (long long)id);
+    _cleanup_free_ char *logp = kiln_xasprintf("%s/log", base);
+    _cleanup_free_ char *tail1 = kiln_xasprintf("%s?tail=1", logp);
+    _cleanup_free_ char *tail5 = kiln_xasprintf("%s?tail=5", logp);
+    char *src = NULL;
+    char *body = get_log(logp, &src);
+    ok(body && !body[0] && src && !strcmp(src, "none"), "live: nothing stored yet: none");
+    free(body);
+    free(src);
+
+    is_int(kiln_store_job_log_put_live(st, id, "otherhost-7", "L1\nL2\n", 6, 0, NULL), 1,
+           "live: its worker stores a live copy");
+    body = get_log(logp, &src);
+    is_str(body, "L1\nL2\n", "live: GET log: the live copy");
+    is_str(src, "store", "live: X-Kiln-Log-Source: store");
+    free(body);
+    free(src);
+    body = get_log(tail1, &src);
+    is_str(body, "L2\n", "live: ?tail=1");
+    free(body);
+    free(src);
+
+    _cleanup_free_ char *follow = kiln_xasprintf("%s?follow=1", logp);
+    _cleanup_free_ char *events = kiln_xasprintf("%s/events", base);
+    struct fetch ff, fe, ft;
+    fetch_start(&ff, follow, NULL);
+    fetch_start(&fe, events, NULL);
+    sleep_ms(1500);
+    /* the log grew: the next copy's window starts at 3 */
+    is_int(kiln_store_job_log_put_live(st, id, "otherhost-7", "L2\nL3\n", 6, 3, NULL), 1,
+           "live: a newer copy with a new line");
+    sleep_ms(2000);
+    /* the log grew by more than a window between two copies */
+    is_int(kiln_store_job_log_put_live(st, id, "otherhost-7", "L9\n", 3, 100, NULL), 1,
+           "live: a copy from offset 100");
+    body = get_log(logp, &src);
+    is_str(body, "[... 100 bytes not shown ...]\nL9\n",
+           "live: GET log: a line for the bytes before the copy, then the copy");
+    is_str(src, "store", "live: still from the store");
+    free(body);
+    free(src);
+    body = get_log(tail1, &src);
+    is_str(body, "L9\n", "live: ?tail=1 of it");
+    free(body);
+    free(src);
+    body = get_log(tail5, &src);
+    is_str(body, "[... 100 bytes not shown ...]\nL9\n", "live: ?tail=5 of it");
+    free(body);
+    free(src);
+    _cleanup_free_ char *follow_tail = kiln_xasprintf("%s?follow=1&tail=1", logp);
+    fetch_start(&ft, follow_tail, NULL);
+    sleep_ms(2000);
+
+    /* the end: the final copy (truncated, its first line kiln's own) replaces the live one */
+    is_int(
+        kiln_store_job_finish_as(st, id, "otherhost-7", KILN_JOB_FAILED, NULL, NULL, "boom", NULL),
+        0, "live: the job finishes");
+    static const char fin[] = "[log truncated: the first 100 bytes are only on otherhost in "
+                              "/data/logs/1.log]\nL9\nL10\n";
+    is_int(kiln_store_job_log_put_final(st, id, fin, strlen(fin), 100, true, NULL), 0,
+           "live: then its final copy");
+    int64_t stored_at = mono_ms();
+    fetch_join(&ff);
+    fetch_join(&fe);
+    fetch_join(&ft);
+    is_str(ff.r.body.buf, "L1\nL2\nL3\n[... 91 bytes not shown ...]\nL9\nL10\n",
+           "live: ?follow=1: each new byte once, a line for those it missed, then the final end");
+    ok(ff.r.rc == CURLE_OK && ff.done_at - stored_at < 3000,
+       "live: ?follow=1 ended %lld ms after the final copy", (long long)(ff.done_at - stored_at));
+    _cleanup_free_ char *fsrc = header_of(&ff.r, "X-Kiln-Log-Source");
+    is_str(fsrc, "store", "live: ?follow=1: X-Kiln-Log-Source: store");
+    is_str(ft.r.body.buf, "L9\nL10\n", "live: ?follow=1&tail=1 from the copy at offset 100");
+    is_int(count_str(fe.r.body.buf, "event: log\n"), 6, "live: events: 6 log events");
+    ok(strstr(fe.r.body.buf, "id: 9\nevent: log\ndata: L3\n\n") &&
+           strstr(fe.r.body.buf, "id: 100\nevent: log\ndata: [... 91 bytes not shown ...]\n\n") &&
+           strstr(fe.r.body.buf, "id: 107\nevent: log\ndata: L10\n\n"),
+       "live: events: ids are offsets in the whole log, the line for the bytes missed");
+    const char *last_phase = NULL;
+    for (const char *p = fe.r.body.buf; (p = strstr(p, "event: phase\n")); p++)
+        last_phase = p;
+    ok(last_phase && strstr(last_phase, "\"phase\":\"Failed\"") &&
+           !strstr(last_phase, "event: log") && fe.r.rc == CURLE_OK,
+       "live: events end with the final phase");
+    if (!ff.r.body.buf ||
+        strcmp(ff.r.body.buf, "L1\nL2\nL3\n[... 91 bytes not shown ...]\nL9\nL10\n"))
+        printf("#   follow: %s\n#   events: %s\n", ff.r.body.buf, fe.r.body.buf);
+    resp_release(&ff.r);
+    resp_release(&fe.r);
+    resp_release(&ft.r);
+
+    /* finished: the final copy as it is; an EventSource back after the end is told to stop */
+    body = get_log(logp, &src);
+    is_str(body, fin, "live: GET log of the finished job: the final copy");
+    free(body);
+    free(src);
+    _cleanup_free_ char *lei = kiln_xasprintf("Last-Event-ID: %d", 107);
+    struct resp r = request("GET", events, &(struct reqopts){.header = lei});
+    is_int(r.status, 204, "live: reconnect after the end at the log's end (107): 204");
+    resp_release(&r);
+    _cleanup_free_ char *lei2 = kiln_xasprintf("Last-Event-ID: %d", 103);
+    r = request("GET", events, &(struct reqopts){.header = lei2});
+    ok(r.status == 200 && count_str(r.body.buf, "event: log\n") == 1 &&
+           strstr(r.body.buf, "data: L10\n"),
+       "live: reconnect before the end: the rest");
+    resp_release(&r);
+}
+
+/*
+ * Which log wins (docs/api.md): the file here only when this host ran the
+ * job's latest attempt; else the store's copy when there is one, else the
+ * file here (not while the job runs on another host).
+ */
+static void test_log_source_rule(void)
+{
+    char host[256] = "";
+    gethostname(host, sizeof(host) - 1);
+    _cleanup_free_ char *here = kiln_xasprintf("%s-1", host);
+    _cleanup_free_ char *here2 = kiln_xasprintf("%s-1/2", host);
+    char *src = NULL, *body = NULL;
+
+    /* ran here: the file, even with a copy in the store */
+    int64_t a = put_spec("src-a", "curl");
+    is_int(claim_job_as(a, here), a, "rule: a job Running on this host");
+    append_log(a, "local a\n");
+    kiln_store_job_log_put_live(st, a, here, "store a\n", 8, 0, NULL);
+    _cleanup_free_ char *pa = kiln_xasprintf("/api/v1/jobs/%lld/log", (long long)a);
+    body = get_log(pa, &src);
+    ok(body && !strcmp(body, "local a\n") && src && !strcmp(src, "file"),
+       "rule: this host ran it: the file (%s)", src ? src : "-");
+    free(body);
+    free(src);
+
+    /* requeued (its lease expired) and run again on another host: the store, not the old file */
+    int64_t b = put_spec("src-b", "curl");
+    is_int(claim_job_as(b, here), b, "rule: a job run here first");
+    append_log(b, "attempt 1 here\n");
+    is_int(kiln_store_recover_worker(st, here, true, NULL), 2, "rule: requeued (with the first)");
+    ok(kiln_store_job_request_cancel(st, a, NULL) == KILN_STORE_CANCELLED_NOW,
+       "rule: the other one is cancelled");
+    is_int(claim_job_as(b, "otherhost-3"), b, "rule: claimed again on another host");
+    _cleanup_free_ char *pb = kiln_xasprintf("/api/v1/jobs/%lld/log", (long long)b);
+    body = get_log(pb, &src);
+    ok(body && !body[0] && src && !strcmp(src, "none"),
+       "rule: Running elsewhere, no copy yet: not the old file (%s)", src ? src : "-");
+    free(body);
+    free(src);
+    kiln_store_job_log_put_live(st, b, "otherhost-3", "attempt 2 there\n", 16, 0, NULL);
+    body = get_log(pb, &src);
+    ok(body && !strcmp(body, "attempt 2 there\n") && src && !strcmp(src, "store"),
+       "rule: then its live copy (%s)", src ? src : "-");
+    free(body);
+    free(src);
+    _cleanup_free_ char *fb = kiln_xasprintf("%s?follow=1", pb);
+    struct fetch ff;
+    fetch_start(&ff, fb, NULL);
+    sleep_ms(300);
+    kiln_store_job_finish_as(st, b, "otherhost-3", KILN_JOB_FAILED, NULL, NULL, "boom", NULL);
+    kiln_store_job_log_put(st, b, "attempt 2 there\nFailed\n", 23, false, NULL);
+    fetch_join(&ff);
+    is_str(ff.r.body.buf, "attempt 2 there\nFailed\n", "rule: ?follow=1 follows the store's copy");
+    resp_release(&ff.r);
+    body = get_log(pb, &src);
+    ok(body && !strcmp(body, "attempt 2 there\nFailed\n") && src && !strcmp(src, "store"),
+       "rule: finished: the final copy, not the old file (%s)", src ? src : "-");
+    free(body);
+    free(src);
+
+    /* another host ran it and nothing is stored: the file here, for want of better */
+    int64_t c = put_spec("src-c", "curl");
+    is_int(claim_job_as(c, "otherhost-4"), c, "rule: a job of another host");
+    append_log(c, "leftover\n");
+    kiln_store_job_finish(st, c, KILN_JOB_FAILED, NULL, NULL, "x", NULL);
+    _cleanup_free_ char *pc = kiln_xasprintf("/api/v1/jobs/%lld/log", (long long)c);
+    body = get_log(pc, &src);
+    ok(body && !strcmp(body, "leftover\n") && src && !strcmp(src, "file"),
+       "rule: no stored copy: the file here (%s)", src ? src : "-");
+    free(body);
+    free(src);
+
+    /* ran here (worker HOST-PID/N) but its file is gone: the store's copy */
+    int64_t d = put_spec("src-d", "curl");
+    is_int(claim_job_as(d, here2), d, "rule: a job of a worker of this host");
+    kiln_store_job_log_put_live(st, d, here2, "stored d\n", 9, 0, NULL);
+    _cleanup_free_ char *pd = kiln_xasprintf("/api/v1/jobs/%lld/log", (long long)d);
+    body = get_log(pd, &src);
+    ok(body && !strcmp(body, "stored d\n") && src && !strcmp(src, "store"),
+       "rule: no file here: the store's copy (%s)", src ? src : "-");
+    free(body);
+    free(src);
+    kiln_store_job_finish(st, d, KILN_JOB_FAILED, NULL, NULL, "x", NULL);
+}
+
 static void test_delete(void)
 {
     /* a spec with a Running job, a log, and an old finished job */
@@ -1537,6 +1756,8 @@ int main(void)
     test_secrets_images();
     test_logs();
     test_logs_from_store();
+    test_logs_live();
+    test_log_source_rule();
     test_delete();
     test_concurrent();
     test_metrics();

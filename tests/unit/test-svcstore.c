@@ -218,8 +218,8 @@ static void test_migrations(void)
     if (!st)
         return;
     is_str(kiln_store_backend(st), "sqlite", "backend name");
-    is_int(kiln_store_schema_version(st, NULL), 4, "schema version 4 after the migrations");
-    is_int(raw_int(path, "SELECT COUNT(*) FROM schema_version"), 4, "four migrations recorded");
+    is_int(kiln_store_schema_version(st, NULL), 5, "schema version 5 after the migrations");
+    is_int(raw_int(path, "SELECT COUNT(*) FROM schema_version"), 5, "five migrations recorded");
     int64_t applied = raw_int(path, "SELECT applied_ms FROM schema_version WHERE version = 1");
     _cleanup_free_ char *mode = raw_text(path, "PRAGMA journal_mode");
     is_str(mode, "wal", "journal mode is WAL");
@@ -233,8 +233,8 @@ static void test_migrations(void)
     ok(st != NULL, "re-open");
     if (!st)
         return;
-    is_int(kiln_store_schema_version(st, NULL), 4, "version kept");
-    is_int(raw_int(path, "SELECT COUNT(*) FROM schema_version"), 4, "no migration re-run");
+    is_int(kiln_store_schema_version(st, NULL), 5, "version kept");
+    is_int(raw_int(path, "SELECT COUNT(*) FROM schema_version"), 5, "no migration re-run");
     is_int(raw_int(path, "SELECT applied_ms FROM schema_version WHERE version = 1"), applied,
            "migration record untouched");
     struct kiln_store_spec sp = {0};
@@ -307,8 +307,8 @@ static void test_pg_migrations(void)
     if (!st)
         return;
     is_str(kiln_store_backend(st), "postgresql", "backend name");
-    is_int(kiln_store_schema_version(st, NULL), 4, "schema version 4 after the migrations");
-    is_int(raw_int(NULL, "SELECT COUNT(*) FROM schema_version"), 4, "four migrations recorded");
+    is_int(kiln_store_schema_version(st, NULL), 5, "schema version 5 after the migrations");
+    is_int(raw_int(NULL, "SELECT COUNT(*) FROM schema_version"), 5, "five migrations recorded");
     int64_t applied = raw_int(NULL, "SELECT applied_ms FROM schema_version WHERE version = 1");
     is_int(put(st, "keep", "debian:12", NULL, NULL, KILN_STORE_PUT_UPSERT, NULL), 7,
            "put a spec before re-open");
@@ -318,8 +318,8 @@ static void test_pg_migrations(void)
     ok(st != NULL, "re-open");
     if (!st)
         return;
-    is_int(kiln_store_schema_version(st, NULL), 4, "version kept");
-    is_int(raw_int(NULL, "SELECT COUNT(*) FROM schema_version"), 4, "no migration re-run");
+    is_int(kiln_store_schema_version(st, NULL), 5, "version kept");
+    is_int(raw_int(NULL, "SELECT COUNT(*) FROM schema_version"), 5, "no migration re-run");
     is_int(raw_int(NULL, "SELECT applied_ms FROM schema_version WHERE version = 1"), applied,
            "migration record untouched");
     struct kiln_store_spec sp = {0};
@@ -361,7 +361,7 @@ static void test_pg_migrations(void)
             struct kiln_store *cs = open_store(NULL, 1);
             int v = cs ? kiln_store_schema_version(cs, NULL) : -1;
             kiln_store_free(cs);
-            _exit(v == 4 ? 0 : 1);
+            _exit(v == 5 ? 0 : 1);
         }
     }
     int good = 0;
@@ -372,7 +372,7 @@ static void test_pg_migrations(void)
             good++;
     }
     is_int(good, KIDS, "%d processes opened a new database at once", KIDS);
-    is_int(raw_int(NULL, "SELECT COUNT(*) FROM schema_version"), 4, "each migration ran once");
+    is_int(raw_int(NULL, "SELECT COUNT(*) FROM schema_version"), 5, "each migration ran once");
 }
 
 /* PostgreSQL: a connection the server dropped is reset. */
@@ -1064,7 +1064,7 @@ static void test_migrate_v2(void)
     ok(st != NULL, "v2: re-open migrates");
     if (!st)
         return;
-    is_int(kiln_store_schema_version(st, NULL), 4, "v2: now version 4");
+    is_int(kiln_store_schema_version(st, NULL), 5, "v2: now version 5");
     struct kiln_store_job j = {0};
     is_int(kiln_store_job_get(st, run, &j, NULL), 0, "v2: the Running job is kept");
     ok(j.phase == KILN_JOB_RUNNING && j.heartbeat_ms == 0 && j.worker &&
@@ -1098,7 +1098,7 @@ static void test_migrate_v3(void)
     kiln_store_free(st);
     ok(run && done, "v3: a Running and a Failed job");
     is_int(raw_exec(path, "DROP TABLE job_logs"), SQLITE_OK, "v3: drop job_logs");
-    is_int(raw_exec(path, "DELETE FROM schema_version WHERE version = 4"), SQLITE_OK,
+    is_int(raw_exec(path, "DELETE FROM schema_version WHERE version >= 4"), SQLITE_OK,
            "v3: schema version 3");
     is_int(raw_int(path, "SELECT MAX(version) FROM schema_version"), 3, "v3: it says 3");
 
@@ -1106,7 +1106,7 @@ static void test_migrate_v3(void)
     ok(st != NULL, "v3: re-open migrates");
     if (!st)
         return;
-    is_int(kiln_store_schema_version(st, NULL), 4, "v3: now version 4");
+    is_int(kiln_store_schema_version(st, NULL), 5, "v3: now version 5");
     ok(job_is(st, run, KILN_JOB_RUNNING, "v3-worker"), "v3: the Running job is kept");
     struct kiln_store_job j = {0};
     is_int(kiln_store_job_get(st, done, &j, NULL), 0, "v3: the Failed job is kept");
@@ -1126,6 +1126,248 @@ static void test_migrate_v3(void)
     free(log);
     is_int(kiln_store_check(st, NULL), 0, "v3: integrity check");
     kiln_store_free(st);
+}
+
+/*
+ * A database of schema version 4 (job_logs without start offsets nor the
+ * final flag) is migrated: its stored log, truncated with its first line
+ * of kiln's own, reads back as it was, a final copy from offset 0.
+ */
+static void test_migrate_v4(void)
+{
+    pg_reset();
+    _cleanup_free_ char *path = db_path("v4.db");
+    struct kiln_store *st = open_store(path, 1);
+    ok(st != NULL, "v4: new database");
+    if (!st)
+        return;
+    int64_t done = claim_new(st, "v4done", "v4-worker");
+    kiln_store_job_finish(st, done, KILN_JOB_FAILED, NULL, NULL, "boom", NULL);
+    int64_t run = claim_new(st, "v4run", "v4-worker");
+    kiln_store_free(st);
+    ok(done && run, "v4: a Failed and a Running job");
+    /* job_logs as version 4 made it, with a row an older kiln wrote */
+    is_int(raw_exec(path, "DROP TABLE job_logs"), SQLITE_OK, "v4: drop job_logs");
+    is_int(raw_exec(path,
+                    pg_url ? "CREATE TABLE job_logs (\n"
+                             "  job_id BIGINT NOT NULL PRIMARY KEY REFERENCES jobs (id) ON DELETE "
+                             "CASCADE,\n"
+                             "  log BYTEA NOT NULL,\n"
+                             "  size BIGINT NOT NULL,\n"
+                             "  truncated BOOLEAN NOT NULL DEFAULT FALSE,\n"
+                             "  stored_ms BIGINT NOT NULL\n"
+                             ")"
+                           : "CREATE TABLE job_logs (\n"
+                             "  job_id INTEGER NOT NULL PRIMARY KEY REFERENCES jobs (id) ON DELETE "
+                             "CASCADE,\n"
+                             "  log BLOB NOT NULL,\n"
+                             "  size INTEGER NOT NULL,\n"
+                             "  truncated INTEGER NOT NULL DEFAULT 0 CHECK (truncated IN (0, 1)),\n"
+                             "  stored_ms INTEGER NOT NULL\n"
+                             ")"),
+           SQLITE_OK, "v4: job_logs of version 4");
+    static const char old[] = "[log truncated: the first 900 bytes are only on h in /d/1.log]\n"
+                              "t9 last line\n";
+    _cleanup_free_ char *ins = kiln_xasprintf(
+        pg_url ? "INSERT INTO job_logs VALUES (%lld, convert_to('%s', 'UTF8'), %zu, TRUE, 5)"
+               : "INSERT INTO job_logs VALUES (%lld, CAST('%s' AS BLOB), %zu, 1, 5)",
+        (long long)done, old, strlen(old));
+    is_int(raw_exec(path, ins), SQLITE_OK, "v4: a truncated log stored by version 4");
+    is_int(raw_exec(path, "DELETE FROM schema_version WHERE version >= 5"), SQLITE_OK,
+           "v4: schema version 4");
+    is_int(raw_int(path, "SELECT MAX(version) FROM schema_version"), 4, "v4: it says 4");
+
+    st = open_store(path, 1);
+    ok(st != NULL, "v4: re-open migrates");
+    if (!st)
+        return;
+    is_int(kiln_store_schema_version(st, NULL), 5, "v4: now version 5");
+    struct kiln_store_job_log l = {0};
+    is_int(kiln_store_job_log_read(st, done, &l, NULL), 0, "v4: the old log is read");
+    ok(l.len == strlen(old) && l.data && !strcmp(l.data, old), "v4: as it was, its first line too");
+    ok(l.final && l.truncated && l.start_offset == 0 && l.stored_ms == 5,
+       "v4: a final copy, truncated, from offset 0");
+    kiln_store_job_log_release(&l);
+    char *text = NULL;
+    size_t len = 0;
+    bool trunc = false;
+    is_int(kiln_store_job_log_get(st, done, &text, &len, &trunc, NULL), 0, "v4: get works too");
+    ok(text && !strcmp(text, old) && trunc, "v4: the same text");
+    free(text);
+    is_int(kiln_store_job_log_put_live(st, done, NULL, "x\n", 2, 0, NULL), 0,
+           "v4: no live copy over it (the job is final)");
+    is_int(kiln_store_job_log_put_live(st, run, "v4-worker", "live\n", 5, 7, NULL), 1,
+           "v4: a live copy of the Running job after the migration");
+    is_int(kiln_store_job_log_read(st, run, &l, NULL), 0, "v4: read it");
+    ok(!l.final && l.start_offset == 7 && l.len == 5 && !strcmp(l.data, "live\n"),
+       "v4: live, from offset 7");
+    kiln_store_job_log_release(&l);
+    is_int(kiln_store_check(st, NULL), 0, "v4: integrity check");
+    kiln_store_free(st);
+}
+
+/* Live copies of a running job's log: offsets, the worker, final over live, cascade. */
+static void test_live_logs(struct kiln_store *st, const char *path)
+{
+    struct kiln_error *e = NULL;
+    int64_t a = claim_new(st, "livelog", "host-1");
+    int64_t p = 0;
+    kiln_store_job_create(st, "livelog", NULL, "r/lease", &p, NULL);
+    ok(a > 0 && p > a, "live: a Running job and a Pending one");
+    struct kiln_store_job_log l = {.len = 99};
+    is_int(code(kiln_store_job_log_read(st, a, &l, &e), &e), KILN_ENOTFOUND, "live: none yet");
+    ok(l.data == NULL && l.len == 99, "live: out-parameter untouched on failure");
+
+    is_int(kiln_store_job_log_put_live(st, a, "host-1", "l1\nl2\n", 6, 0, &e), 1,
+           "live: put a live copy %s", e ? e->msg : "");
+    kiln_error_freep(&e);
+    l = (struct kiln_store_job_log){0};
+    is_int(kiln_store_job_log_read(st, a, &l, NULL), 0, "live: read");
+    ok(l.len == 6 && !memcmp(l.data, "l1\nl2\n", 7) && l.start_offset == 0 && !l.final &&
+           !l.truncated && l.stored_ms > 0,
+       "live: its text, from offset 0, not final");
+    kiln_store_job_log_release(&l);
+    ok(l.data == NULL && l.len == 0, "live: released");
+
+    /* a newer window of the log: from offset 3 */
+    static const char bin[] = "l2\n\0\xff l3\n";
+    is_int(kiln_store_job_log_put_live(st, a, "host-1", bin, sizeof(bin) - 1, 3, NULL), 1,
+           "live: a newer copy replaces it");
+    kiln_store_job_log_read(st, a, &l, NULL);
+    ok(l.len == sizeof(bin) - 1 && !memcmp(l.data, bin, l.len) && l.start_offset == 3 && !l.final,
+       "live: any bytes, from offset 3");
+    kiln_store_job_log_release(&l);
+    is_int(raw_int(path, "SELECT COUNT(*) FROM job_logs WHERE NOT is_final"), 1,
+           "live: one live row");
+
+    is_int(kiln_store_job_log_put_live(st, a, "host-2", "other\n", 6, 0, NULL), 0,
+           "live: another worker's copy is not stored");
+    is_int(kiln_store_job_log_put_live(st, a, NULL, "any\nmore\n", 9, 100, NULL), 1,
+           "live: worker NULL: any worker");
+    kiln_store_job_log_read(st, a, &l, NULL);
+    ok(l.start_offset == 100 && l.len == 9 && !strcmp(l.data, "any\nmore\n"),
+       "live: the last copy is kept");
+    kiln_store_job_log_release(&l);
+    is_int(kiln_store_job_log_put_live(st, p, NULL, "x\n", 2, 0, NULL), 0,
+           "live: a Pending job gets no live copy");
+    is_int(code(kiln_store_job_log_read(st, p, &l, &e), &e), KILN_ENOTFOUND, "live: and has none");
+    kiln_store_job_request_cancel(st, p, NULL);
+    is_int(code(kiln_store_job_log_put_live(st, 987654321, NULL, "x", 1, 0, &e), &e),
+           KILN_ENOTFOUND, "live: an unknown job: ENOTFOUND");
+    is_int(code(kiln_store_job_log_put_live(st, 0, NULL, "x", 1, 0, &e), &e), KILN_EINVAL,
+           "live: job 0: EINVAL");
+    is_int(code(kiln_store_job_log_put_live(st, a, "", "x", 1, 0, &e), &e), KILN_EINVAL,
+           "live: an empty worker name: EINVAL");
+    is_int(code(kiln_store_job_log_put_live(st, a, NULL, "x", 1, (uint64_t)INT64_MAX + 1, &e), &e),
+           KILN_EINVAL, "live: an offset over INT64_MAX: EINVAL");
+    is_int(code(kiln_store_job_log_put_live(st, a, NULL, NULL, 2, 0, &e), &e), KILN_EINVAL,
+           "live: NULL data with a length: EINVAL");
+    is_int(kiln_store_job_log_put_live(st, a, NULL, NULL, 0, 5, NULL), 1,
+           "live: an empty copy at offset 5");
+    kiln_store_job_log_read(st, a, &l, NULL);
+    ok(l.len == 0 && l.data && l.data[0] == '\0' && l.start_offset == 5, "live: empty, at 5");
+    kiln_store_job_log_release(&l);
+
+    /* the final copy replaces the live one, and a live one never replaces it */
+    is_int(kiln_store_job_finish_as(st, a, "host-1", KILN_JOB_SUCCEEDED, NULL, NULL, NULL, NULL), 0,
+           "live: the job finishes");
+    static const char fin[] = "[log truncated: the first 40 bytes are only on h in p]\nend\n";
+    is_int(kiln_store_job_log_put_final(st, a, fin, strlen(fin), 40, true, &e), 0,
+           "live: the final copy %s", e ? e->msg : "");
+    kiln_error_freep(&e);
+    kiln_store_job_log_read(st, a, &l, NULL);
+    ok(l.final && l.truncated && l.start_offset == 40 && l.len == strlen(fin) &&
+           !strcmp(l.data, fin),
+       "live: final replaces live: truncated, from offset 40");
+    kiln_store_job_log_release(&l);
+    is_int(kiln_store_job_log_put_live(st, a, NULL, "late\n", 5, 200, NULL), 0,
+           "live: a live copy after the final one is not stored");
+    kiln_store_job_log_read(st, a, &l, NULL);
+    ok(l.final && l.start_offset == 40 && !strcmp(l.data, fin), "live: the final copy is kept");
+    kiln_store_job_log_release(&l);
+    is_int(code(kiln_store_job_log_put_final(st, a, "x\n", 2, 3, false, &e), &e), KILN_EINVAL,
+           "live: a final copy from an offset must be truncated");
+    is_int(kiln_store_job_log_put(st, a, "whole\n", 6, false, NULL), 0,
+           "live: kiln_store_job_log_put: a final copy");
+    kiln_store_job_log_read(st, a, &l, NULL);
+    ok(l.final && !l.truncated && l.start_offset == 0 && !strcmp(l.data, "whole\n"),
+       "live: final, from offset 0");
+    kiln_store_job_log_release(&l);
+
+    /* kiln_jobs_store_live_log: a small file whole, a big one's end from a line start */
+    int64_t b = claim_new(st, "livelog2", "host-1");
+    ok(b > 0, "live: another Running job");
+    _cleanup_free_ char *small = db_path("live-small.log");
+    int fd = open(small, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    kiln_fs_write_all(fd, "t0 job: started\nt1 | out", 24);
+    close(fd);
+    uint64_t size = 0;
+    is_int(kiln_jobs_store_live_log(st, b, "host-1", small, &size, &e), 1,
+           "live: store a small log file %s", e ? e->msg : "");
+    kiln_error_freep(&e);
+    kiln_store_job_log_read(st, b, &l, NULL);
+    ok(size == 24 && l.len == 24 && !strcmp(l.data, "t0 job: started\nt1 | out") &&
+           l.start_offset == 0 && !l.final,
+       "live: stored whole (a line not ended yet too), from 0");
+    kiln_store_job_log_release(&l);
+    _cleanup_free_ char *bigp = db_path("live-big.log");
+    struct kiln_buf text = KILN_BUF_INIT;
+    for (int i = 0; text.len < 3 * KILN_JOBS_LIVE_LOG_MAX; i++)
+        kiln_buf_addf(&text, "2026-11-25T10:00:00Z | line %07d\n", i);
+    fd = open(bigp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    kiln_fs_write_all(fd, text.buf, text.len);
+    close(fd);
+    is_int(kiln_jobs_store_live_log(st, b, "host-1", bigp, &size, &e), 1,
+           "live: store the end of a %zu-byte log %s", text.len, e ? e->msg : "");
+    kiln_error_freep(&e);
+    kiln_store_job_log_read(st, b, &l, NULL);
+    ok(size == text.len && l.len <= KILN_JOBS_LIVE_LOG_MAX &&
+           l.len > KILN_JOBS_LIVE_LOG_MAX - 100 && l.start_offset + l.len == text.len,
+       "live: its last %zu bytes, from offset %llu", l.len, (unsigned long long)l.start_offset);
+    ok(l.start_offset > 0 && text.buf[l.start_offset - 1] == '\n' &&
+           !memcmp(l.data, text.buf + l.start_offset, l.len) && !l.final && !l.truncated,
+       "live: from a line start, the same bytes");
+    kiln_store_job_log_release(&l);
+    is_int(kiln_jobs_store_live_log(st, b, "host-9", bigp, &size, NULL), 0,
+           "live: not stored for another worker");
+    _cleanup_free_ char *nofile = db_path("no-such-live.log");
+    is_int(code(kiln_jobs_store_live_log(st, b, "host-1", nofile, NULL, &e), &e), KILN_ENOTFOUND,
+           "live: no log file: ENOTFOUND");
+    /* the final copy of the big log: its start offset is the N of its first line */
+    is_int(kiln_store_job_finish_as(st, b, "host-1", KILN_JOB_FAILED, NULL, NULL, "x", NULL), 0,
+           "live: the second job finishes");
+    for (int i = 0; text.len <= KILN_STORE_LOG_MAX + 1000; i++)
+        kiln_buf_addf(&text, "2026-11-25T10:00:01Z | more %07d\n", i);
+    fd = open(bigp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    kiln_fs_write_all(fd, text.buf, text.len);
+    close(fd);
+    is_int(kiln_jobs_store_log(st, b, bigp, "h", &e), 0, "live: its final copy %s",
+           e ? e->msg : "");
+    kiln_error_freep(&e);
+    kiln_store_job_log_read(st, b, &l, NULL);
+    unsigned long long n = 0;
+    const char *nl = l.data ? strchr(l.data, '\n') : NULL;
+    ok(l.final && l.truncated && l.data &&
+           sscanf(l.data, "[log truncated: the first %llu bytes", &n) == 1 && n == l.start_offset &&
+           nl && l.start_offset + (l.len - (size_t)(nl + 1 - l.data)) == text.len,
+       "live: final, truncated, from offset %llu as its first line says",
+       (unsigned long long)l.start_offset);
+    kiln_store_job_log_release(&l);
+    kiln_buf_release(&text);
+    unlink(small);
+    unlink(bigp);
+
+    /* they go with their jobs */
+    is_int(kiln_store_job_log_put_live(st, claim_new(st, "livelog", "host-1"), "host-1", "x\n", 2,
+                                       0, NULL),
+           1, "live: a live copy of a third job");
+    is_int(raw_int(path, "SELECT COUNT(*) FROM job_logs WHERE job_id IN (SELECT id FROM jobs "
+                         "WHERE spec_name LIKE 'livelog%')"),
+           3, "live: three stored logs");
+    kiln_store_spec_delete(st, "livelog", NULL);
+    kiln_store_spec_delete(st, "livelog2", NULL);
+    is_int(raw_int(path, "SELECT COUNT(*) FROM job_logs"), 0,
+           "live: deleting the specs deletes them (cascade)");
 }
 
 /* Job logs in the store: put, get, replace, cascade, limits; kiln_jobs_store_log. */
@@ -1881,6 +2123,87 @@ static void test_jobs_log_stored(void)
     kiln_fs_rm_rf_at(AT_FDCWD, dir, NULL);
 }
 
+/*
+ * A running job's log is kept live in the store by the supervisor (its base
+ * image on a registry that never answers, so it runs until cancelled); the
+ * final copy replaces the live one when the job ends.
+ */
+static void test_jobs_live_log(void)
+{
+    pg_reset();
+    _cleanup_free_ char *path = db_path("livejob.db");
+    _cleanup_free_ char *dir = db_path("jobs-live");
+    struct kiln_store *st = open_store_realtime(path);
+    int port = 0;
+    int lfd = hang_listener(&port);
+    ok(st != NULL && lfd >= 0, "live job: store, and a registry that never answers");
+    if (!st || lfd < 0) {
+        kiln_store_free(st);
+        if (lfd >= 0)
+            close(lfd);
+        return;
+    }
+    _cleanup_free_ char *base = kiln_xasprintf("127.0.0.1:%d/kiln/hang:1", port);
+    _cleanup_free_ char *target = kiln_xasprintf("127.0.0.1:%d/kiln/out:1", port);
+    put(st, "livejob", base, NULL, NULL, KILN_STORE_PUT_CREATE, NULL);
+    int64_t id = 0;
+    kiln_store_job_create(st, "livejob", NULL, target, &id, NULL);
+    struct kiln_jobs_options o = {.store = st,
+                                  .data_dir = dir,
+                                  .workers = 1,
+                                  .worker_name = "livehost-1",
+                                  .registry = {.configured = true}};
+    struct kiln_jobs *jl = NULL;
+    struct kiln_error *e = NULL;
+    is_int(kiln_jobs_start(&o, &jl, &e), 0, "live job: start %s", e ? e->msg : "");
+    kiln_error_freep(&e);
+    ok(wait_phase(st, id, KILN_JOB_RUNNING, 10000), "live job: Running");
+
+    /* a live copy comes within a sync or two */
+    struct kiln_store_job_log l = {0};
+    bool live = false;
+    for (int i = 0; i < 300 && !live; i++) {
+        if (kiln_store_job_log_read(st, id, &l, NULL) == 0)
+            live = !l.final && l.start_offset == 0 && strstr(l.data, "building spec 'livejob'");
+        kiln_store_job_log_release(&l);
+        if (!live)
+            sleep_ms(20);
+    }
+    ok(live, "live job: a live copy of its log while it runs");
+    /* the log grows: the next copy has it */
+    _cleanup_free_ char *file = kiln_jobs_log_path(dir, id);
+    int fd = open(file, O_WRONLY | O_APPEND | O_CLOEXEC);
+    kiln_fs_write_all(fd, "2026-11-25T10:00:00Z | a line written later\n", 44);
+    close(fd);
+    bool grown = false;
+    for (int i = 0; i < 300 && !grown; i++) {
+        if (kiln_store_job_log_read(st, id, &l, NULL) == 0)
+            grown = !l.final && strstr(l.data, "a line written later");
+        kiln_store_job_log_release(&l);
+        if (!grown)
+            sleep_ms(20);
+    }
+    ok(grown, "live job: the next copy has what was written since");
+
+    is_int(kiln_jobs_cancel(jl, st, id, NULL), KILN_STORE_CANCEL_REQUESTED, "live job: cancel");
+    ok(wait_phase(st, id, KILN_JOB_CANCELLED, 15000), "live job: Cancelled");
+    bool final = false;
+    for (int i = 0; i < 250 && !final; i++) {
+        if (kiln_store_job_log_read(st, id, &l, NULL) == 0)
+            final = l.final && strstr(l.data, "a line written later") &&
+                    strstr(l.data, ": Cancelled after");
+        kiln_store_job_log_release(&l);
+        if (!final)
+            sleep_ms(20);
+    }
+    ok(final, "live job: then the final copy, to the end");
+    ok(!log_has("cannot keep a live copy"), "live job: no warning");
+    kiln_jobs_stop(jl, 0);
+    close(lfd);
+    kiln_store_free(st);
+    kiln_fs_rm_rf_at(AT_FDCWD, dir, NULL);
+}
+
 /* ---- 10,000 specs, 100,000 jobs: time list pages ---- */
 
 static double ms_since(const struct timespec *t0)
@@ -2054,6 +2377,7 @@ int main(void)
         test_migrations();
     test_migrate_v2();
     test_migrate_v3();
+    test_migrate_v4();
 
     pg_reset();
     _cleanup_free_ char *path = db_path("main.db");
@@ -2067,6 +2391,7 @@ int main(void)
         test_leases(st);
         test_counts_cascade(st, path);
         test_job_logs(st, path);
+        test_live_logs(st, path);
         test_secrets_settings(st);
         is_int(latest_mismatches(path), 0, "every spec's latest job is right");
         /* Jobs deleted by hand (no API does it): the latest goes back one. */
@@ -2092,6 +2417,7 @@ int main(void)
     test_jobs_leases();
     test_jobs_dead_local();
     test_jobs_log_stored();
+    test_jobs_live_log();
     kiln_log_set_handler(NULL, NULL, KILN_LOG_INFO);
     kiln_buf_release(&log_seen);
     /* Slow under valgrind: KILN_TEST_NO_BENCH=1 skips it. SQLite only (it fills the file). */
