@@ -171,6 +171,18 @@ body() {
          + (if $s == "" then {} else {pullSecret: $s} end)'
 }
 # wait_job ID SECS: poll until final; PHASE is the last phase, SEEN every phase seen
+# wait_claimed JOB: until the job is no longer Pending (at most 30 s).
+wait_claimed() {
+    i=0
+    while [ $i -lt 300 ]; do
+        api GET "/api/v1/jobs/$1"
+        [ "$(jb -r .phase)" = Pending ] || return 0
+        sleep 0.1
+        i=$((i + 1))
+    done
+    return 1
+}
+
 wait_job() {
     i=0
     SEEN=
@@ -446,13 +458,7 @@ WNAME=$(sed -n 's/^kiln worker: 1 build worker running as \([^ ]*\) .*/\1/p' "$T
 # at once, or kiln worker's at its next look at the store (every 2 s)
 api PUT /api/v1/specs/wa "$(body wa bc kilntest-hello==1.0 pull)"
 JWA=$(jb -r .job.id)
-i=0
-while [ $i -lt 300 ]; do
-    api GET "/api/v1/jobs/$JWA"
-    [ "$(jb -r .phase)" = Pending ] || break
-    sleep 0.1
-    i=$((i + 1))
-done
+wait_claimed "$JWA"
 api PUT /api/v1/specs/wb "$(body wb file kilntest-hello==1.0 pull)"
 JWB=$(jb -r .job.id)
 wait_job "$JWA" 180
@@ -476,13 +482,7 @@ ok $? "it is the worker's log file, byte for byte"
 # and ?follow=1 goes on to the end, each byte once.
 api PUT /api/v1/specs/la "$(body la ed '')"
 JLA=$(jb -r .job.id)
-i=0
-while [ $i -lt 300 ]; do
-    api GET "/api/v1/jobs/$JLA"
-    [ "$(jb -r .phase)" = Pending ] || break
-    sleep 0.1
-    i=$((i + 1))
-done
+wait_claimed "$JLA"
 api PUT /api/v1/specs/lb "$(body lb units '')"
 JLB=$(jb -r .job.id)
 JL=

@@ -1338,6 +1338,19 @@ static char *get_log(const char *path, char **ret_source)
     return body;
 }
 
+/* GET `path` (a job's log): its body is `want` and, when `want_src` is given, so is its source. */
+static void log_is(const char *path, const char *want, const char *want_src, const char *what)
+{
+    char *src = NULL;
+    char *body = get_log(path, &src);
+    bool good = body && !strcmp(body, want) && (!want_src || (src && !strcmp(src, want_src)));
+    ok(good, "%s", what);
+    if (!good)
+        printf("#   got '%s' from %s\n", body ? body : "(null)", src ? src : "-");
+    free(body);
+    free(src);
+}
+
 /*
  * A job Running on another host: its log comes from the live copy that its
  * worker keeps in the store (plain, ?tail, ?follow, /events); the follower
@@ -1352,23 +1365,12 @@ static void test_logs_live(void)
     _cleanup_free_ char *logp = kiln_xasprintf("%s/log", base);
     _cleanup_free_ char *tail1 = kiln_xasprintf("%s?tail=1", logp);
     _cleanup_free_ char *tail5 = kiln_xasprintf("%s?tail=5", logp);
-    char *src = NULL;
-    char *body = get_log(logp, &src);
-    ok(body && !body[0] && src && !strcmp(src, "none"), "live: nothing stored yet: none");
-    free(body);
-    free(src);
+    log_is(logp, "", "none", "live: nothing stored yet: none");
 
     is_int(kiln_store_job_log_put_live(st, id, "otherhost-7", "L1\nL2\n", 6, 0, NULL), 1,
            "live: its worker stores a live copy");
-    body = get_log(logp, &src);
-    is_str(body, "L1\nL2\n", "live: GET log: the live copy");
-    is_str(src, "store", "live: X-Kiln-Log-Source: store");
-    free(body);
-    free(src);
-    body = get_log(tail1, &src);
-    is_str(body, "L2\n", "live: ?tail=1");
-    free(body);
-    free(src);
+    log_is(logp, "L1\nL2\n", "store", "live: GET log: the live copy");
+    log_is(tail1, "L2\n", NULL, "live: ?tail=1");
 
     _cleanup_free_ char *follow = kiln_xasprintf("%s?follow=1", logp);
     _cleanup_free_ char *events = kiln_xasprintf("%s/events", base);
@@ -1383,20 +1385,10 @@ static void test_logs_live(void)
     /* the log grew by more than a window between two copies */
     is_int(kiln_store_job_log_put_live(st, id, "otherhost-7", "L9\n", 3, 100, NULL), 1,
            "live: a copy from offset 100");
-    body = get_log(logp, &src);
-    is_str(body, "[... 100 bytes not shown ...]\nL9\n",
+    log_is(logp, "[... 100 bytes not shown ...]\nL9\n", "store",
            "live: GET log: a line for the bytes before the copy, then the copy");
-    is_str(src, "store", "live: still from the store");
-    free(body);
-    free(src);
-    body = get_log(tail1, &src);
-    is_str(body, "L9\n", "live: ?tail=1 of it");
-    free(body);
-    free(src);
-    body = get_log(tail5, &src);
-    is_str(body, "[... 100 bytes not shown ...]\nL9\n", "live: ?tail=5 of it");
-    free(body);
-    free(src);
+    log_is(tail1, "L9\n", NULL, "live: ?tail=1 of it");
+    log_is(tail5, "[... 100 bytes not shown ...]\nL9\n", NULL, "live: ?tail=5 of it");
     _cleanup_free_ char *follow_tail = kiln_xasprintf("%s?follow=1&tail=1", logp);
     fetch_start(&ft, follow_tail, NULL);
     sleep_ms(2000);
@@ -1439,10 +1431,7 @@ static void test_logs_live(void)
     resp_release(&ft.r);
 
     /* finished: the final copy as it is; an EventSource back after the end is told to stop */
-    body = get_log(logp, &src);
-    is_str(body, fin, "live: GET log of the finished job: the final copy");
-    free(body);
-    free(src);
+    log_is(logp, fin, NULL, "live: GET log of the finished job: the final copy");
     _cleanup_free_ char *lei = kiln_xasprintf("Last-Event-ID: %d", 107);
     struct resp r = request("GET", events, &(struct reqopts){.header = lei});
     is_int(r.status, 204, "live: reconnect after the end at the log's end (107): 204");
@@ -1466,7 +1455,6 @@ static void test_log_source_rule(void)
     gethostname(host, sizeof(host) - 1);
     _cleanup_free_ char *here = kiln_xasprintf("%s-1", host);
     _cleanup_free_ char *here2 = kiln_xasprintf("%s-1/2", host);
-    char *src = NULL, *body = NULL;
 
     /* ran here: the file, even with a copy in the store */
     int64_t a = put_spec("src-a", "curl");
@@ -1474,11 +1462,7 @@ static void test_log_source_rule(void)
     append_log(a, "local a\n");
     kiln_store_job_log_put_live(st, a, here, "store a\n", 8, 0, NULL);
     _cleanup_free_ char *pa = kiln_xasprintf("/api/v1/jobs/%lld/log", (long long)a);
-    body = get_log(pa, &src);
-    ok(body && !strcmp(body, "local a\n") && src && !strcmp(src, "file"),
-       "rule: this host ran it: the file (%s)", src ? src : "-");
-    free(body);
-    free(src);
+    log_is(pa, "local a\n", "file", "rule: this host ran it: the file");
 
     /* requeued (its lease expired) and run again on another host: the store, not the old file */
     int64_t b = put_spec("src-b", "curl");
@@ -1489,17 +1473,9 @@ static void test_log_source_rule(void)
        "rule: the other one is cancelled");
     is_int(claim_job_as(b, "otherhost-3"), b, "rule: claimed again on another host");
     _cleanup_free_ char *pb = kiln_xasprintf("/api/v1/jobs/%lld/log", (long long)b);
-    body = get_log(pb, &src);
-    ok(body && !body[0] && src && !strcmp(src, "none"),
-       "rule: Running elsewhere, no copy yet: not the old file (%s)", src ? src : "-");
-    free(body);
-    free(src);
+    log_is(pb, "", "none", "rule: Running elsewhere, no copy yet: not the old file");
     kiln_store_job_log_put_live(st, b, "otherhost-3", "attempt 2 there\n", 16, 0, NULL);
-    body = get_log(pb, &src);
-    ok(body && !strcmp(body, "attempt 2 there\n") && src && !strcmp(src, "store"),
-       "rule: then its live copy (%s)", src ? src : "-");
-    free(body);
-    free(src);
+    log_is(pb, "attempt 2 there\n", "store", "rule: then its live copy");
     _cleanup_free_ char *fb = kiln_xasprintf("%s?follow=1", pb);
     struct fetch ff;
     fetch_start(&ff, fb, NULL);
@@ -1509,11 +1485,8 @@ static void test_log_source_rule(void)
     fetch_join(&ff);
     is_str(ff.r.body.buf, "attempt 2 there\nFailed\n", "rule: ?follow=1 follows the store's copy");
     resp_release(&ff.r);
-    body = get_log(pb, &src);
-    ok(body && !strcmp(body, "attempt 2 there\nFailed\n") && src && !strcmp(src, "store"),
-       "rule: finished: the final copy, not the old file (%s)", src ? src : "-");
-    free(body);
-    free(src);
+    log_is(pb, "attempt 2 there\nFailed\n", "store",
+           "rule: finished: the final copy, not the old file");
 
     /* another host ran it and nothing is stored: the file here, for want of better */
     int64_t c = put_spec("src-c", "curl");
@@ -1521,22 +1494,14 @@ static void test_log_source_rule(void)
     append_log(c, "leftover\n");
     kiln_store_job_finish(st, c, KILN_JOB_FAILED, NULL, NULL, "x", NULL);
     _cleanup_free_ char *pc = kiln_xasprintf("/api/v1/jobs/%lld/log", (long long)c);
-    body = get_log(pc, &src);
-    ok(body && !strcmp(body, "leftover\n") && src && !strcmp(src, "file"),
-       "rule: no stored copy: the file here (%s)", src ? src : "-");
-    free(body);
-    free(src);
+    log_is(pc, "leftover\n", "file", "rule: no stored copy: the file here");
 
     /* ran here (worker HOST-PID/N) but its file is gone: the store's copy */
     int64_t d = put_spec("src-d", "curl");
     is_int(claim_job_as(d, here2), d, "rule: a job of a worker of this host");
     kiln_store_job_log_put_live(st, d, here2, "stored d\n", 9, 0, NULL);
     _cleanup_free_ char *pd = kiln_xasprintf("/api/v1/jobs/%lld/log", (long long)d);
-    body = get_log(pd, &src);
-    ok(body && !strcmp(body, "stored d\n") && src && !strcmp(src, "store"),
-       "rule: no file here: the store's copy (%s)", src ? src : "-");
-    free(body);
-    free(src);
+    log_is(pd, "stored d\n", "store", "rule: no file here: the store's copy");
     kiln_store_job_finish(st, d, KILN_JOB_FAILED, NULL, NULL, "x", NULL);
 }
 
