@@ -14,7 +14,8 @@ libyaml-dev libjansson-dev libssl-dev libcurl4-openssl-dev libarchive-dev
 zlib1g-dev libdeflate-dev libisal-dev libzstd-dev libsqlite3-dev libpq-dev libmicrohttpd-dev"
 run_pkgs="runc crun docker-registry mmdebstrap ca-certificates"
 test_pkgs="libclang-rt-14-dev apache2-utils skopeo umoci postgresql chromium
-python3 python3-pip python3-venv python3-wheel python3-cryptography curl jq time busybox-static"
+python3 python3-pip python3-venv python3-wheel python3-cryptography curl jq time busybox-static
+systemd"
 bench_pkgs="docker.io buildah wrk pigz"
 
 want="$build_pkgs $run_pkgs"
