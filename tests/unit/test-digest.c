@@ -97,10 +97,10 @@ static void test_parts(void)
     is_str(alg, "sha256", "algorithm sha256");
     is_int(kiln_digest_algorithm("nope", alg), -KILN_EINVAL, "algorithm of invalid");
 
-    const char *hex = NULL;
+    const char *d256 = D256, *hex = NULL;
     struct kiln_error *e = NULL;
-    is_int(kiln_digest_sha256_hex(D256, "digest", &hex, &e), 0, "sha256 hex of a sha256 digest");
-    ok(hex == D256 + 7, "the hex part points into the digest");
+    is_int(kiln_digest_sha256_hex(d256, "digest", &hex, &e), 0, "sha256 hex of a sha256 digest");
+    ok(hex == d256 + 7, "the hex part points into the digest");
     hex = NULL;
     is_int(kiln_digest_sha256_hex(D512, "diff_id", &hex, &e), -KILN_EUNSUPPORTED,
            "sha256 hex of a sha512 digest is unsupported");
@@ -114,15 +114,15 @@ static void test_parts(void)
        e ? e->msg : "(none)");
     kiln_error_freep(&e);
 
-    ok(kiln_digest_is_sha256_hex(D256 + 7), "64 lower-case hex digits are a sha256 hex");
+    ok(kiln_digest_is_sha256_hex(HEX64), "64 lower-case hex digits are a sha256 hex");
     ok(!kiln_digest_is_sha256_hex(D256), "a whole digest is not");
     char buf[80];
-    snprintf(buf, sizeof(buf), "%s", D256 + 7);
+    snprintf(buf, sizeof(buf), "%s", HEX64);
     buf[63] = '\0';
     ok(!kiln_digest_is_sha256_hex(buf), "63 digits are not");
-    snprintf(buf, sizeof(buf), "%s0", D256 + 7);
+    snprintf(buf, sizeof(buf), "%s0", HEX64);
     ok(!kiln_digest_is_sha256_hex(buf), "65 digits are not");
-    snprintf(buf, sizeof(buf), "%s", D256 + 7);
+    snprintf(buf, sizeof(buf), "%s", HEX64);
     buf[10] = 'A';
     ok(!kiln_digest_is_sha256_hex(buf), "upper-case hex is not");
     ok(!kiln_digest_is_sha256_hex(""), "the empty string is not");
