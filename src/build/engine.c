@@ -16,6 +16,7 @@
 #include "build/runtime.h"
 #include "build/stepcache.h"
 #include "build/verify.h"
+#include "layer/decompress.h"
 #include "layer/pack.h"
 #include "oci/config.h"
 #include "oci/mediatype.h"
@@ -58,7 +59,14 @@ struct ctx {
     char *tail[KILN_BUILD_TAIL_LINES];
     size_t tail_next, tail_n;
     time_t last_pull_log;
-    pthread_mutex_t log_lock; /* on_log calls, pushed_bytes */
+    pthread_mutex_t log_lock; /* on_log calls, pushed_bytes, cache_off, pushes[].pushed */
+    /* the shared step cache (o->cache_repo), or cache_reg NULL */
+    struct kiln_ref cache_ref; /* domain and path */
+    char *cache_name;          /* "domain/path", for messages */
+    struct kiln_registry_options cache_ro;
+    struct kiln_registry *cache_reg;
+    bool cache_off;            /* the registry failed: not used for the rest of the build */
+    struct cache_push *pushes; /* one slot per step */
 };
 
 static void say(struct ctx *c, enum kiln_build_log kind, const char *fmt, ...)
@@ -497,10 +505,14 @@ static void on_step_line(void *ud, enum kiln_proc_stream stream, const char *lin
     c->tail_next = (c->tail_next + 1) % KILN_BUILD_TAIL_LINES;
     if (c->tail_n < KILN_BUILD_TAIL_LINES)
         c->tail_n++;
-    if (c->o->on_log)
+    if (c->o->on_log) {
+        /* a cache push thread may be logging at the same time */
+        pthread_mutex_lock(&c->log_lock);
         c->o->on_log(c->o->userdata,
                      stream == KILN_PROC_STDERR ? KILN_BUILD_LOG_STDERR : KILN_BUILD_LOG_STDOUT,
                      line, len);
+        pthread_mutex_unlock(&c->log_lock);
+    }
 }
 
 static char *tail_text(struct ctx *c)
@@ -798,6 +810,345 @@ static int step_layer(struct ctx *c, size_t i, struct kiln_error **err)
     return hold_layer(c, ref);
 }
 
+/* ---- the shared step cache ------------------------------------------------------ */
+
+int kiln_build_cache_repo_check(const char *repo, struct kiln_error **err)
+{
+    struct kiln_ref r = KILN_REF_INIT;
+    int rc = kiln_ref_parse(repo, &r, err);
+    if (rc >= 0 && (!r.domain || r.tag || r.digest))
+        rc = kiln_error_set(err, KILN_EINVAL, 0,
+                            "'%s' is not HOST[:PORT]/PATH (a registry host, a repository, "
+                            "no tag or digest)",
+                            repo);
+    kiln_ref_release(&r);
+    return rc < 0 ? kiln_error_prefix(err, "cache repository") : 0;
+}
+
+/* The push of one step that ran, by a thread of its own. */
+struct cache_push {
+    struct ctx *c;
+    size_t i;
+    pthread_t th;
+    bool started, joined;
+    bool pushed; /* the layer is in the cache repository (the image push may mount it) */
+};
+
+static bool cache_usable(struct ctx *c)
+{
+    pthread_mutex_lock(&c->log_lock);
+    bool on = c->cache_reg && !c->cache_off;
+    pthread_mutex_unlock(&c->log_lock);
+    return on;
+}
+
+/*
+ * A failure of the registry itself (unreachable, refusing us, timing out)
+ * turns the cache off for the rest of the build: one warning rather than
+ * one per step, and no more waiting on it. Other failures (a bad document,
+ * a missing blob) concern one step.
+ */
+static void cache_warn(struct ctx *c, const char *what, const struct kiln_error *e,
+                       const char *then)
+{
+    int code = e ? e->code : KILN_EINTERNAL;
+    bool off = code == KILN_ENET || code == KILN_ETIMEOUT || code == KILN_EAUTH;
+    pthread_mutex_lock(&c->log_lock);
+    bool was_off = c->cache_off;
+    if (off)
+        c->cache_off = true;
+    pthread_mutex_unlock(&c->log_lock);
+    if (was_off)
+        return;
+    say(c, KILN_BUILD_LOG_WARN, "shared step cache %s: %s: %s%s%s", c->cache_name, what,
+        e ? e->msg : "failed", then, off ? "; the cache is off for the rest of this build" : "");
+}
+
+static int cache_setup(struct ctx *c, struct kiln_error **err)
+{
+    const struct kiln_build_options *o = c->o;
+    if (!o->cache_repo)
+        return 0;
+    int r = kiln_build_cache_repo_check(o->cache_repo, err);
+    if (r >= 0)
+        r = kiln_ref_parse_normalized(o->cache_repo, &c->cache_ref, err);
+    if (r < 0)
+        return r;
+    c->cache_name = kiln_xasprintf("%s/%s", c->cache_ref.domain, c->cache_ref.path);
+    if (o->cache_registry) {
+        c->cache_ro = *o->cache_registry;
+        if (o->cancelled) {
+            c->cache_ro.progress = http_progress;
+            c->cache_ro.progress_data = c;
+        }
+    } else {
+        c->cache_ro = c->base_ro;
+        struct kiln_ref t = KILN_REF_INIT;
+        if (o->target && kiln_ref_parse_normalized(o->target, &t, NULL) >= 0 &&
+            !strcmp(t.domain, c->cache_ref.domain))
+            c->cache_ro = c->push_ro;
+        kiln_ref_release(&t);
+    }
+    if (!c->cache_ro.shared_http && c->http &&
+        kiln_http_options_equal(&c->cache_ro.http, &c->base_ro.http))
+        c->cache_ro.shared_http = c->http;
+    c->pushes = kiln_xcalloc(c->plan.n_steps ? c->plan.n_steps : 1, sizeof(*c->pushes));
+    /* no traffic yet: a registry that cannot be reached is found out by the first lookup */
+    return kiln_registry_new(c->cache_ref.domain, &c->cache_ro, &c->cache_reg, err);
+}
+
+static int buf_sink(void *ud, const void *data, size_t len, struct kiln_error **err)
+{
+    struct kiln_buf *b = ud;
+    if (kiln_buf_add(b, data, len) < 0)
+        return kiln_buf_finish(b, "step config", err);
+    return 0;
+}
+
+/* The diff_id of a blob of the store, by decompressing it. */
+static int blob_diff_id(struct ctx *c, const char *digest, char out[72], struct kiln_error **err)
+{
+    _cleanup_close_ int fd = kiln_blobstore_open_blob(c->bs, digest, NULL, err);
+    if (fd < 0)
+        return fd;
+    struct kiln_decompress *d = NULL;
+    struct kiln_decompress_result res;
+    int r = kiln_decompress_open(&d, kiln_decompress_read_fd, &fd, NULL, err);
+    if (r >= 0)
+        r = kiln_decompress_finish(d, &res, err);
+    kiln_decompress_free(d);
+    if (r >= 0)
+        memcpy(out, res.diff_id, sizeof(res.diff_id));
+    return r;
+}
+
+/*
+ * Fetch step i from the cache repository into *rec and the stores: 1 when
+ * it is there (its layer blob in the blob store, unpacked in the layer
+ * store, its diff_id checked), 0 when the registry has no such tag.
+ * *ret_stage says how far it got (0: the manifest request).
+ */
+static int cache_fetch(struct ctx *c, size_t i, struct kiln_step_record *rec, int *ret_stage,
+                       struct kiln_error **err)
+{
+    const struct kiln_step *st = &c->plan.steps[i];
+    const char *repo = c->cache_ref.path;
+    char tag[KILN_STEPCACHE_TAG_LEN + 1];
+    int r = kiln_stepcache_tag(st->key, tag, err);
+    if (r < 0)
+        return r;
+    *ret_stage = 0;
+    struct kiln_registry_manifest m = KILN_REGISTRY_MANIFEST_INIT;
+    r = kiln_registry_manifest_get(c->cache_reg, repo, tag, KILN_MT_OCI_MANIFEST, &m, err);
+    if (r == -KILN_ENOTFOUND) {
+        kiln_error_free(err ? *err : NULL);
+        if (err)
+            *err = NULL;
+        return 0;
+    }
+    if (r < 0)
+        return r;
+    *ret_stage = 1;
+    memset(rec, 0, sizeof(*rec));
+    char cfg_digest[KILN_DIGEST_BUFSZ];
+    uint64_t cfg_size = 0;
+    r = kiln_stepcache_manifest_parse(m.data, m.len, m.media_type, cfg_digest, &cfg_size, rec, err);
+    kiln_registry_manifest_release(&m);
+    if (r < 0)
+        return r;
+
+    _cleanup_(kiln_buf_release) struct kiln_buf cb = KILN_BUF_INIT;
+    kiln_buf_init(&cb, KILN_STEPCACHE_CONFIG_MAX);
+    r = kiln_registry_blob_get(c->cache_reg, repo, cfg_digest, (int64_t)cfg_size, buf_sink, &cb,
+                               NULL, err);
+    if (r < 0)
+        return kiln_error_prefix(err, "step config");
+    r = kiln_stepcache_config_parse(cb.buf, cb.len, st->key, kiln_step_name(st), rec, err);
+    if (r < 0)
+        return r;
+
+    uint64_t have = 0;
+    if (kiln_blobstore_has(c->bs, rec->digest, &have, NULL) == 1) {
+        if (have != rec->size)
+            return kiln_error_set(err, KILN_EINVAL, 0,
+                                  "layer %s: %llu bytes, the step manifest says %llu", rec->digest,
+                                  (unsigned long long)have, (unsigned long long)rec->size);
+    } else {
+        double t0 = now_s();
+        struct kiln_blob_writer *w = NULL;
+        if ((r = kiln_blobstore_begin(c->bs, &w, err)) < 0)
+            return r;
+        r = kiln_registry_blob_get(c->cache_reg, repo, rec->digest, (int64_t)rec->size, pack_write,
+                                   w, NULL, err);
+        if (r < 0) {
+            kiln_blobstore_abort(w);
+            return kiln_error_prefix(err, "layer %s", rec->digest);
+        }
+        if ((r = kiln_blobstore_commit(w, rec->digest, (int64_t)rec->size, NULL, err)) < 0)
+            return kiln_error_prefix(err, "layer %s", rec->digest);
+        char a[32];
+        human_bytes(rec->size, a);
+        say(c, KILN_BUILD_LOG_INFO, "pull %.12s: %s in %.2f s (step %s, from %s)",
+            short_digest(rec->digest), a, now_s() - t0, kiln_step_name(st), c->cache_name);
+    }
+
+    /* unpacked as later steps need it; the extraction checks the diff_id */
+    struct kiln_descriptor d = KILN_DESCRIPTOR_INIT;
+    d.media_type = rec->media_type;
+    d.digest = rec->digest;
+    d.size = (int64_t)rec->size;
+    struct kiln_layer_source src = {.blobs = c->bs};
+    struct kiln_layer_ref *ref = NULL;
+    r = kiln_layers_ensure(c->ls, &src, &d, rec->diff_id, &ref, err);
+    kiln_layerstore_release(ref);
+    if (r < 0)
+        return r;
+    if (r == 0) {
+        /* the layer store had that diff_id already: check this blob's */
+        char got[72];
+        if ((r = blob_diff_id(c, rec->digest, got, err)) < 0)
+            return kiln_error_prefix(err, "layer %s", rec->digest);
+        if (strcmp(got, rec->diff_id) != 0)
+            return kiln_error_set(err, KILN_EINVAL, 0,
+                                  "layer %s: its content has diff_id %s, the step config says %s",
+                                  rec->digest, got, rec->diff_id);
+    }
+    r = kiln_stepcache_put(c->steps_dir, st->key, rec, err);
+    return r < 0 ? r : 1;
+}
+
+/*
+ * Look step i up in the cache repository: 1 when found (the step is
+ * cached), 0 when it must run (not there, or a failure: warned), or
+ * -KILN_ECANCELLED.
+ */
+static int cache_lookup(struct ctx *c, size_t i, struct kiln_error **err)
+{
+    if (!cache_usable(c))
+        return 0;
+    const struct kiln_step *st = &c->plan.steps[i];
+    struct kiln_step_record rec;
+    struct kiln_error *e = NULL;
+    int stage = 0;
+    int r = cache_fetch(c, i, &rec, &stage, &e);
+    if (r == -KILN_ECANCELLED || is_cancelled(c)) {
+        kiln_error_free(e);
+        return kiln_error_set(err, KILN_ECANCELLED, 0, "build cancelled");
+    }
+    if (r < 0) {
+        char tag[KILN_STEPCACHE_TAG_LEN + 1];
+        kiln_stepcache_tag(st->key, tag, NULL);
+        _cleanup_free_ char *what =
+            kiln_xasprintf("look up step %s (%.17s...)", kiln_step_name(st), tag);
+        if (stage > 0 && e && (e->code == KILN_ENET || e->code == KILN_ETIMEOUT))
+            e->code = KILN_EINVAL; /* the registry answered: a bad blob concerns this step */
+        cache_warn(c, what, e, "; the step runs");
+        kiln_error_free(e);
+        return 0;
+    }
+    if (r == 0)
+        return 0;
+    c->recs[i] = rec;
+    say(c, KILN_BUILD_LOG_INFO, "step %zu/%zu %s: cached in %s (layer %.12s)", i + 1,
+        c->plan.n_steps, kiln_step_name(st), c->cache_name, short_digest(rec.digest));
+    return 1;
+}
+
+static int cache_push_step(struct ctx *c, size_t i, struct kiln_error **err)
+{
+    const struct kiln_step *st = &c->plan.steps[i];
+    const struct kiln_step_record *rec = &c->recs[i];
+    const char *repo = c->cache_ref.path;
+    char tag[KILN_STEPCACHE_TAG_LEN + 1];
+    int r = kiln_stepcache_tag(st->key, tag, err);
+    if (r < 0)
+        return r;
+    double t0 = now_s();
+    /* the layer, unless the repository has it */
+    r = kiln_registry_blob_head(c->cache_reg, repo, rec->digest, NULL, err);
+    if (r == 0) {
+        uint64_t have = 0;
+        _cleanup_close_ int fd = kiln_blobstore_open_blob(c->bs, rec->digest, &have, err);
+        if (fd < 0)
+            return fd;
+        r = kiln_registry_blob_push(c->cache_reg, repo, rec->digest, fd, have, NULL, err);
+    }
+    if (r < 0)
+        return kiln_error_prefix(err, "upload layer %s", rec->digest);
+    /* the config, then the manifest naming both */
+    _cleanup_(kiln_buf_release) struct kiln_buf cb = KILN_BUF_INIT;
+    _cleanup_(kiln_buf_release) struct kiln_buf mb = KILN_BUF_INIT;
+    kiln_buf_init(&cb, KILN_STEPCACHE_CONFIG_MAX);
+    kiln_buf_init(&mb, KILN_STEPCACHE_MANIFEST_MAX);
+    char cfg_digest[KILN_DIGEST_BUFSZ];
+    r = kiln_stepcache_config_make(st->key, kiln_step_name(st), st->created_by, rec, kiln_version(),
+                                   &cb, err);
+    if (r < 0)
+        return r;
+    kiln_digest_buf(cb.buf, cb.len, cfg_digest);
+    struct kiln_upload *u = NULL;
+    r = kiln_registry_upload_start(c->cache_reg, repo, NULL, NULL, &u, err);
+    if (r >= 0)
+        r = kiln_upload_finish_mem(u, cfg_digest, cb.buf, cb.len, err);
+    kiln_upload_free(u);
+    if (r < 0)
+        return kiln_error_prefix(err, "upload the step config");
+    r = kiln_stepcache_manifest_make(cfg_digest, cb.len, rec, &mb, err);
+    if (r >= 0)
+        r = kiln_registry_manifest_put(c->cache_reg, repo, tag, KILN_MT_OCI_MANIFEST, mb.buf,
+                                       mb.len, NULL, err);
+    if (r < 0)
+        return kiln_error_prefix(err, "put %s", tag);
+    say(c, KILN_BUILD_LOG_INFO, "step %s: pushed to %s:%.17s... in %.2f s", kiln_step_name(st),
+        c->cache_name, tag, now_s() - t0);
+    return 0;
+}
+
+static void *cache_push_run(void *ud)
+{
+    struct cache_push *p = ud;
+    struct ctx *c = p->c;
+    if (!cache_usable(c))
+        return NULL;
+    struct kiln_error *e = NULL;
+    int r = cache_push_step(c, p->i, &e);
+    if (r >= 0) {
+        pthread_mutex_lock(&c->log_lock);
+        p->pushed = true;
+        pthread_mutex_unlock(&c->log_lock);
+    } else if (r != -KILN_ECANCELLED && !is_cancelled(c)) {
+        _cleanup_free_ char *what =
+            kiln_xasprintf("push step %s", kiln_step_name(&c->plan.steps[p->i]));
+        cache_warn(c, what, e, "");
+    }
+    kiln_error_free(e);
+    return NULL;
+}
+
+/* Push step i (which ran) to the cache repository, in the background. */
+static void cache_push_start(struct ctx *c, size_t i)
+{
+    if (!cache_usable(c))
+        return;
+    struct cache_push *p = &c->pushes[i];
+    *p = (struct cache_push){.c = c, .i = i};
+    p->started = pthread_create(&p->th, NULL, cache_push_run, p) == 0;
+    if (!p->started)
+        cache_push_run(p); /* no thread: here and now */
+}
+
+/* Wait for the cache pushes (before the image push, and before the build ends). */
+static void cache_push_join(struct ctx *c)
+{
+    for (size_t i = 0; c->pushes && i < c->plan.n_steps; i++) {
+        struct cache_push *p = &c->pushes[i];
+        if (p->started && !p->joined) {
+            pthread_join(p->th, NULL);
+            p->joined = true;
+        }
+    }
+}
+
 static int run_steps(struct ctx *c, struct kiln_error **err)
 {
     size_t n = c->plan.n_steps;
@@ -811,6 +1162,15 @@ static int run_steps(struct ctx *c, struct kiln_error **err)
                 return hit;
             if (hit && kiln_blobstore_has(c->bs, c->recs[i].digest, NULL, NULL) != 1)
                 hit = 0;
+        }
+        if (!hit && !c->o->no_cache && c->cache_reg) {
+            hit = cache_lookup(c, i, err);
+            if (hit < 0)
+                return hit;
+            if (hit) {
+                c->res->steps_cached++;
+                continue;
+            }
         }
         if (!hit) {
             first = i;
@@ -843,6 +1203,8 @@ static int run_steps(struct ctx *c, struct kiln_error **err)
         if ((r = run_step(c, i, err)) < 0)
             return r;
         c->res->steps_run++;
+        if (c->cache_reg)
+            cache_push_start(c, i);
         if ((i + 1 < n || c->o->verify) && (r = step_layer(c, i, err)) < 0)
             return r;
     }
@@ -1006,8 +1368,9 @@ static int verify_image(struct ctx *c, const char *config_data, size_t config_le
 
 /* ---- push ------------------------------------------------------------------------------ */
 
+/* mount_from: a repository of the same registry that has the blob, or NULL */
 static int push_blob(struct ctx *c, struct kiln_registry *reg, const char *repo, const char *digest,
-                     uint64_t size, struct kiln_error **err)
+                     uint64_t size, const char *mount_from, struct kiln_error **err)
 {
     int r = kiln_registry_blob_head(reg, repo, digest, NULL, err);
     if (r < 0)
@@ -1021,9 +1384,14 @@ static int push_blob(struct ctx *c, struct kiln_registry *reg, const char *repo,
     if (fd < 0)
         return fd;
     double t0 = now_s();
-    r = kiln_registry_blob_push(reg, repo, digest, fd, have, NULL, err);
+    r = kiln_registry_blob_push(reg, repo, digest, fd, have, mount_from, err);
     if (r < 0)
         return kiln_error_prefix(err, "upload %s", digest);
+    if (r == 1) {
+        say(c, KILN_BUILD_LOG_INFO, "push %.12s: mounted from %s", short_digest(digest),
+            mount_from);
+        return 0;
+    }
     pthread_mutex_lock(&c->log_lock);
     c->res->pushed_bytes += have;
     pthread_mutex_unlock(&c->log_lock);
@@ -1086,6 +1454,7 @@ struct push_item {
     bool base;
     const char *digest;
     uint64_t size;
+    const char *mount_from;
     pthread_t th;
     bool started;
     int rc;
@@ -1096,7 +1465,8 @@ static void *push_item_run(void *ud)
 {
     struct push_item *it = ud;
     it->rc = it->base ? push_base(it->c, it->reg, it->t, &it->err)
-                      : push_blob(it->c, it->reg, it->t->path, it->digest, it->size, &it->err);
+                      : push_blob(it->c, it->reg, it->t->path, it->digest, it->size, it->mount_from,
+                                  &it->err);
     return NULL;
 }
 
@@ -1118,6 +1488,9 @@ static int push_blobs(struct ctx *c, struct kiln_registry *reg, const struct kil
         else if (i <= c->plan.n_steps) {
             it->digest = c->recs[i - 1].digest;
             it->size = c->recs[i - 1].size;
+            /* pushed to the cache repository of the same registry by this build */
+            if (c->pushes && c->pushes[i - 1].pushed && !strcmp(t->domain, c->cache_ref.domain))
+                it->mount_from = c->cache_ref.path;
         } else {
             it->digest = config_digest;
             it->size = config_size;
@@ -1215,7 +1588,7 @@ static int build(struct ctx *c, struct kiln_error **err)
     if (r < 0)
         return r;
     c->recs = kiln_xcalloc(c->plan.n_steps ? c->plan.n_steps : 1, sizeof(*c->recs));
-    if ((r = run_steps(c, err)) < 0)
+    if ((r = cache_setup(c, err)) < 0 || (r = run_steps(c, err)) < 0)
         return r;
 
     struct kiln_buf cbuf = KILN_BUF_INIT, mbuf = KILN_BUF_INIT;
@@ -1235,6 +1608,8 @@ static int build(struct ctx *c, struct kiln_error **err)
     struct kiln_verify_report rep;
     if (c->o->verify && (r = verify_image(c, cbuf.buf, cbuf.len, &rep, err)) < 0)
         goto out;
+    /* the step layers are then in the cache repository: the image push may mount them */
+    cache_push_join(c);
     if (c->o->target && (r = push_image(c, config_digest, cbuf.len, &m, &mbuf, err)) < 0)
         goto out;
     r = 0;
@@ -1257,6 +1632,7 @@ static void ctx_init(struct ctx *c, const struct kiln_spec *s, const struct kiln
         .info = KILN_IMAGE_INFO_INIT,
         .plan = KILN_PLAN_INIT,
         .base_ref = KILN_REF_INIT,
+        .cache_ref = KILN_REF_INIT,
     };
     static const struct kiln_registry_options defaults = {0};
     pthread_mutex_init(&c->log_lock, NULL);
@@ -1271,6 +1647,7 @@ static void ctx_init(struct ctx *c, const struct kiln_spec *s, const struct kiln
 
 static void ctx_release(struct ctx *cp)
 {
+    cache_push_join(cp);
     struct ctx c = *cp;
 
     for (size_t i = 0; i < c.n_refs; i++)
@@ -1279,6 +1656,10 @@ static void ctx_release(struct ctx *cp)
     remove_build_dir(&c);
     tail_reset(&c);
     kiln_registry_free(c.base_reg);
+    kiln_registry_free(c.cache_reg);
+    kiln_ref_release(&c.cache_ref);
+    free(c.cache_name);
+    free(c.pushes);
     save_scheme_hints(&c);
     kiln_http_free(c.http);
     free(c.schemes_text);

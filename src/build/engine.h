@@ -20,6 +20,13 @@
  *      spec gives the same digest;
  *   5. optionally verified (build/verify.h) — a failed check fails the
  *      build and nothing is pushed;
+ *   3b. with a shared step cache (cache_repo), a step missing from the
+ *      local cache is looked up in the registry (REPO:step-<key>) first: a
+ *      hit pulls its layer blob, unpacks it, writes the local record and
+ *      the step counts as cached; every step that runs is pushed there
+ *      (layer blob, a small config, the manifest) by a thread of its own
+ *      while the build goes on. Failures are warnings (build/stepcache.h
+ *      describes the documents);
  *   6. optionally pushed: base layers missing at the target are mounted from
  *      the base's repository (same registry) or copied from it; new blobs
  *      are uploaded unless present (HEAD); the manifest is PUT last, under
@@ -73,6 +80,18 @@ struct kiln_build_options {
      * (credentials, TLS); NULL: anonymous, defaults. */
     const struct kiln_registry_options *base_registry;
     const struct kiln_registry_options *push_registry;
+    /*
+     * The shared step cache (docs/build.md, "Shared step cache"): a
+     * repository "host[:port]/path" (no tag, no digest) where each step
+     * that runs is pushed as "REPO:step-<key>" and where a step missing
+     * from the local cache is looked up before it runs. NULL: none. Best
+     * effort: its failures are warnings, never the build's.
+     */
+    const char *cache_repo;
+    /* The cache registry's session options; NULL: the push registry's
+     * when the cache repository is on the target's registry, else the
+     * base registry's. */
+    const struct kiln_registry_options *cache_registry;
     const char *target;                    /* the image reference to push to; NULL: no push */
     const char *const *extra_tags;         /* NULL-terminated, or NULL */
     bool no_cache;                         /* run every step */
@@ -108,6 +127,12 @@ struct kiln_build_result {
  */
 int kiln_build_run(const struct kiln_spec *s, const struct kiln_build_options *o,
                    struct kiln_build_result *ret, struct kiln_error **err);
+
+/*
+ * Check a cache_repo value: "host[:port]/path" with an explicit registry
+ * host and neither tag nor digest. 0, or -KILN_EINVAL naming the problem.
+ */
+int kiln_build_cache_repo_check(const char *repo, struct kiln_error **err);
 
 /*
  * `kiln verify REF`: pull the image's layers into the layer store (as base

@@ -7,7 +7,10 @@
 
 #include "build/stepcache.h"
 #include "build/plan.h"
+#include "oci/manifest.h"
+#include "oci/mediatype.h"
 #include "store/blobstore.h"
+#include "util/buf.h"
 #include "util/fs.h"
 
 #define RECORD_MAX 4096
@@ -127,4 +130,173 @@ out:
     if (ret_kept)
         *ret_kept = kept;
     return 0;
+}
+
+/* ---- the shared step cache's documents ---------------------------------------------- */
+
+int kiln_stepcache_tag(const char *key, char out[KILN_STEPCACHE_TAG_LEN + 1],
+                       struct kiln_error **err)
+{
+    if (!key_ok(key))
+        return kiln_error_set(err, KILN_EINVAL, 0, "step cache: invalid key '%s'", key);
+    snprintf(out, KILN_STEPCACHE_TAG_LEN + 1, KILN_STEPCACHE_TAG_PREFIX "%s", key);
+    return 0;
+}
+
+/* Append a JSON document to `out`; `root` is consumed. */
+static int dump_json(json_t *root, const char *what, struct kiln_buf *out, struct kiln_error **err)
+{
+    if (!root)
+        return kiln_error_set(err, KILN_EINVAL, 0, "step cache: %s: text not UTF-8", what);
+    char *text = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(root);
+    if (!text)
+        return kiln_error_set(err, KILN_EINVAL, 0, "step cache: %s: cannot serialize", what);
+    int r = kiln_buf_adds(out, text);
+    free(text);
+    if (r < 0)
+        return kiln_buf_finish(out, what, err);
+    return 0;
+}
+
+int kiln_stepcache_config_make(const char *key, const char *kind, const char *created_by,
+                               const struct kiln_step_record *rec, const char *version,
+                               struct kiln_buf *out, struct kiln_error **err)
+{
+    if (!key_ok(key))
+        return kiln_error_set(err, KILN_EINVAL, 0, "step cache: invalid key '%s'", key);
+    json_t *root = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "key", key, "kind", kind,
+                             "created_by", created_by, "diff_id", rec->diff_id, "created",
+                             rec->created, "kiln_version", version);
+    return dump_json(root, "step config", out, err);
+}
+
+static bool digits(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+    return true;
+}
+
+/* YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM) */
+static bool rfc3339_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 20 || !digits(s, 4) || s[4] != '-' || !digits(s + 5, 2) || s[7] != '-' ||
+        !digits(s + 8, 2) || s[10] != 'T' || !digits(s + 11, 2) || s[13] != ':' ||
+        !digits(s + 14, 2) || s[16] != ':' || !digits(s + 17, 2))
+        return false;
+    const char *p = s + 19;
+    if (*p == '.') {
+        size_t f = strspn(p + 1, "0123456789");
+        if (f < 1 || f > 9)
+            return false;
+        p += 1 + f;
+    }
+    if (!strcmp(p, "Z"))
+        return true;
+    return (p[0] == '+' || p[0] == '-') && strlen(p) == 6 && digits(p + 1, 2) && p[3] == ':' &&
+           digits(p + 4, 2);
+}
+
+int kiln_stepcache_config_parse(const char *data, size_t len, const char *key, const char *kind,
+                                struct kiln_step_record *ret, struct kiln_error **err)
+{
+    if (len > KILN_STEPCACHE_CONFIG_MAX)
+        return kiln_error_set(err, KILN_ETOOBIG, 0, "step config: %zu bytes, more than %zu", len,
+                              KILN_STEPCACHE_CONFIG_MAX);
+    json_error_t je;
+    json_t *root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root)
+        return kiln_error_set(err, KILN_EINVAL, 0, "step config: not JSON: %s", je.text);
+    const char *k = json_string_value(json_object_get(root, "key"));
+    const char *kd = json_string_value(json_object_get(root, "kind"));
+    const char *diff_id = json_string_value(json_object_get(root, "diff_id"));
+    const char *created = json_string_value(json_object_get(root, "created"));
+    struct kiln_step_record rec;
+    int r = 0;
+    if (!json_is_object(root))
+        r = kiln_error_set(err, KILN_EINVAL, 0, "step config: not a JSON object");
+    else if (!k || strcmp(k, key) != 0)
+        r = kiln_error_set(err, KILN_EINVAL, 0, "step config: names another key than '%s'", key);
+    else if (!kd || strcmp(kd, kind) != 0)
+        r = kiln_error_set(err, KILN_EINVAL, 0, "step config: names another kind than '%s'", kind);
+    else if (!diff_id || strlen(diff_id) >= sizeof(rec.diff_id) || !kiln_digest_is_valid(diff_id))
+        r = kiln_error_set(err, KILN_EINVAL, 0, "step config: no valid diff_id");
+    else if (!created || strlen(created) >= sizeof(rec.created) || !rfc3339_ok(created))
+        r = kiln_error_set(err, KILN_EINVAL, 0, "step config: no valid created time");
+    if (r >= 0) {
+        memcpy(ret->diff_id, diff_id, strlen(diff_id) + 1);
+        memcpy(ret->created, created, strlen(created) + 1);
+    }
+    json_decref(root);
+    return r;
+}
+
+int kiln_stepcache_manifest_make(const char *config_digest, uint64_t config_size,
+                                 const struct kiln_step_record *rec, struct kiln_buf *out,
+                                 struct kiln_error **err)
+{
+    json_t *root = json_pack("{s:i, s:s, s:{s:s, s:s, s:I}, s:[{s:s, s:s, s:I}]}", "schemaVersion",
+                             2, "mediaType", KILN_MT_OCI_MANIFEST, "config", "mediaType",
+                             KILN_STEPCACHE_CONFIG_MT, "digest", config_digest, "size",
+                             (json_int_t)config_size, "layers", "mediaType", rec->media_type,
+                             "digest", rec->digest, "size", (json_int_t)rec->size);
+    return dump_json(root, "step manifest", out, err);
+}
+
+static bool is_sha256(const char *d)
+{
+    return d && !strncmp(d, "sha256:", 7) && kiln_digest_is_sha256_hex(d + 7);
+}
+
+static bool layer_type_ok(const char *mt)
+{
+    static const char *const ok[] = {KILN_MT_OCI_LAYER_TAR, KILN_MT_OCI_LAYER_TAR_GZ,
+                                     KILN_MT_OCI_LAYER_TAR_ZST, KILN_MT_DOCKER_LAYER, NULL};
+    for (size_t i = 0; mt && ok[i]; i++)
+        if (!strcmp(mt, ok[i]))
+            return true;
+    return false;
+}
+
+int kiln_stepcache_manifest_parse(const char *data, size_t len, const char *content_type,
+                                  char ret_config_digest[KILN_DIGEST_BUFSZ],
+                                  uint64_t *ret_config_size, struct kiln_step_record *ret,
+                                  struct kiln_error **err)
+{
+    if (len > KILN_STEPCACHE_MANIFEST_MAX)
+        return kiln_error_set(err, KILN_ETOOBIG, 0, "step manifest: %zu bytes, more than %zu", len,
+                              KILN_STEPCACHE_MANIFEST_MAX);
+    struct kiln_manifest m = KILN_MANIFEST_INIT;
+    int r = kiln_manifest_parse(data, len, content_type, &m, err);
+    if (r < 0)
+        return kiln_error_prefix(err, "step manifest");
+    const struct kiln_descriptor *l = m.n_layers == 1 ? &m.layers[0] : NULL;
+    if (!m.media_type || strcmp(m.media_type, KILN_MT_OCI_MANIFEST) != 0)
+        r = kiln_error_set(err, KILN_EINVAL, 0, "step manifest: not an OCI image manifest");
+    else if (!m.config.media_type || strcmp(m.config.media_type, KILN_STEPCACHE_CONFIG_MT) != 0)
+        r = kiln_error_set(err, KILN_EINVAL, 0, "step manifest: config media type '%s', not '%s'",
+                           m.config.media_type ? m.config.media_type : "",
+                           KILN_STEPCACHE_CONFIG_MT);
+    else if ((uint64_t)m.config.size > KILN_STEPCACHE_CONFIG_MAX)
+        r = kiln_error_set(err, KILN_ETOOBIG, 0, "step manifest: config of %lld bytes",
+                           (long long)m.config.size);
+    else if (!l)
+        r = kiln_error_set(err, KILN_EINVAL, 0, "step manifest: %zu layers, not 1", m.n_layers);
+    else if (!layer_type_ok(l->media_type))
+        r = kiln_error_set(err, KILN_EINVAL, 0, "step manifest: layer media type '%s'",
+                           l->media_type ? l->media_type : "");
+    else if (!is_sha256(m.config.digest) || !is_sha256(l->digest))
+        r = kiln_error_set(err, KILN_EINVAL, 0, "step manifest: digests must be sha256");
+    if (r >= 0) {
+        snprintf(ret_config_digest, KILN_DIGEST_BUFSZ, "%s", m.config.digest);
+        *ret_config_size = (uint64_t)m.config.size;
+        snprintf(ret->digest, sizeof(ret->digest), "%s", l->digest);
+        snprintf(ret->media_type, sizeof(ret->media_type), "%s", l->media_type);
+        ret->size = (uint64_t)l->size;
+    }
+    kiln_manifest_release(&m);
+    return r;
 }

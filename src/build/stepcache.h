@@ -14,6 +14,7 @@
 #ifndef KILN_BUILD_STEPCACHE_H
 #define KILN_BUILD_STEPCACHE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "kiln/error.h"
@@ -34,6 +35,75 @@ int kiln_stepcache_get(const char *dir, const char *key, struct kiln_step_record
 /* Store the record (replacing one of that key). DIR must exist. */
 int kiln_stepcache_put(const char *dir, const char *key, const struct kiln_step_record *rec,
                        struct kiln_error **err);
+
+/* ---- the shared step cache (a registry repository) ---------------------------------
+ *
+ * A step's layer is shared through a registry repository as an OCI image
+ * manifest tagged "step-<key>" (KILN_STEPCACHE_TAG_LEN characters, within the
+ * tag grammar's 128): its config is a small JSON document of media type
+ * KILN_STEPCACHE_CONFIG_MT,
+ *   {"key": "<64 hex>", "kind": "apt", "created_by": "RUN ...",
+ *    "diff_id": "sha256:..", "created": "RFC 3339", "kiln_version": ".."}
+ * and its single layer is the step's layer blob, with the media type it was
+ * committed with. The engine (build/engine.c) pushes and reads them; the
+ * functions here only make and check the documents.
+ */
+#define KILN_STEPCACHE_CONFIG_MT  "application/vnd.kiln.step.v1+json"
+#define KILN_STEPCACHE_TAG_PREFIX "step-"
+#define KILN_STEPCACHE_TAG_LEN    69 /* "step-" + 64 hex */
+/* Largest config document accepted (it holds the step's command text). */
+#define KILN_STEPCACHE_CONFIG_MAX ((size_t)4 << 20)
+/* Largest cache manifest accepted (one config and one layer descriptor). */
+#define KILN_STEPCACHE_MANIFEST_MAX ((size_t)64 << 10)
+
+struct kiln_buf;
+
+/* "step-<key>" into out; -KILN_EINVAL for a key that is not 64 lower-case hex. */
+int kiln_stepcache_tag(const char *key, char out[KILN_STEPCACHE_TAG_LEN + 1],
+                       struct kiln_error **err);
+
+/*
+ * The config document of the step `key` of kind `kind` ("apt"...) with
+ * history text `created_by`, whose layer is rec (diff_id and created are
+ * used), made by kiln `version`. Appended to `out` (its cap applies).
+ * -KILN_EINVAL for an invalid key or text that is not UTF-8.
+ */
+int kiln_stepcache_config_make(const char *key, const char *kind, const char *created_by,
+                               const struct kiln_step_record *rec, const char *version,
+                               struct kiln_buf *out, struct kiln_error **err);
+
+/*
+ * Check a config document read from a cache repository: at most
+ * KILN_STEPCACHE_CONFIG_MAX bytes of JSON naming `key` and `kind`, a valid
+ * diff_id and an RFC 3339 UTC or offset "created" that fits the record.
+ * Fills ret->diff_id and ret->created (the rest of *ret is untouched) only on
+ * success; -KILN_EINVAL naming the problem, -KILN_ETOOBIG for a long one.
+ */
+int kiln_stepcache_config_parse(const char *data, size_t len, const char *key, const char *kind,
+                                struct kiln_step_record *ret, struct kiln_error **err);
+
+/*
+ * The cache manifest: an OCI image manifest with the config blob
+ * (config_digest, config_size) and the layer of rec (media_type, digest,
+ * size), appended to `out`.
+ */
+int kiln_stepcache_manifest_make(const char *config_digest, uint64_t config_size,
+                                 const struct kiln_step_record *rec, struct kiln_buf *out,
+                                 struct kiln_error **err);
+
+/*
+ * Check a cache manifest (`content_type` as the registry sent it, or NULL):
+ * at most KILN_STEPCACHE_MANIFEST_MAX bytes, an OCI image manifest whose
+ * config has media type KILN_STEPCACHE_CONFIG_MT and a size up to
+ * KILN_STEPCACHE_CONFIG_MAX, and exactly one layer of a tar, tar+gzip or
+ * tar+zstd type (OCI or docker). On success ret_config_digest /
+ * *ret_config_size get the config blob, ret->digest, ->size and
+ * ->media_type the layer (the rest of *ret is untouched).
+ */
+int kiln_stepcache_manifest_parse(const char *data, size_t len, const char *content_type,
+                                  char ret_config_digest[KILN_DIGEST_BUFSZ],
+                                  uint64_t *ret_config_size, struct kiln_step_record *ret,
+                                  struct kiln_error **err);
 
 struct kiln_blobstore;
 

@@ -25,7 +25,13 @@ static const char build_help[] =
     "  --also-tag TAG       push under this tag of the target's repository too\n"
     "                       (repeatable)\n"
     "  --verify             run the JupyterHub readiness checks before pushing\n"
-    "  --no-cache           run every step, ignoring the step cache\n"
+    "  --no-cache           run every step, ignoring the step caches (steps that\n"
+    "                       run are still pushed to --cache-repo)\n"
+    "  --cache-repo REPO    share the step cache through a registry repository\n"
+    "                       HOST[:PORT]/PATH (KILN_CACHE_REPO): a step missing\n"
+    "                       here is pulled from REPO:step-<key> when there, and\n"
+    "                       every step that runs is pushed there; its failures\n"
+    "                       are warnings\n"
     "  --format docker|oci  manifest media types (docker, as PrimeHub pushed)\n"
     "  --data-dir DIR       kiln's store, caches and scratch space\n"
     "                       (KILN_DATA_DIR, default " KILN_DEFAULT_DATA_DIR ")\n"
@@ -38,8 +44,8 @@ static const char build_help[] =
     "KILN_PIP_TRUSTED_HOST (space or comma separated) the hosts pip trusts; an\n"
     "http:// index's host is trusted when none are given.\n"
     "\n"
-    "registry options (the base image's registry and the target's):\n" CLI_REGISTRY_OPTIONS_HELP
-    "\n" CLI_REGISTRY_ENV_HELP;
+    "registry options (the base image's registry, the target's, the "
+    "cache's):\n" CLI_REGISTRY_OPTIONS_HELP "\n" CLI_REGISTRY_ENV_HELP;
 
 static const char verify_help[] =
     "usage: kiln verify REF [OPTIONS]\n"
@@ -66,6 +72,7 @@ enum {
     OPT_RUNTIME,
     OPT_STEP_TIMEOUT,
     OPT_LOG,
+    OPT_CACHE_REPO,
 };
 
 struct out {
@@ -136,6 +143,7 @@ static int run_build(int argc, char **argv)
         {"runtime", required_argument, NULL, OPT_RUNTIME},
         {"step-timeout", required_argument, NULL, OPT_STEP_TIMEOUT},
         {"log", required_argument, NULL, OPT_LOG},
+        {"cache-repo", required_argument, NULL, OPT_CACHE_REPO},
         {"help", no_argument, NULL, 'h'},
         CLI_REGISTRY_OPTIONS{NULL, 0, NULL, 0},
     };
@@ -146,7 +154,7 @@ static int run_build(int argc, char **argv)
                                     .compress = KILN_COMPRESS_OPTIONS_INIT,
                                     .source_date_epoch = -1};
     struct kiln_strv also = KILN_STRV_INIT, trusted = KILN_STRV_INIT;
-    struct kiln_cred base_cred = {0}, push_cred = {0};
+    struct kiln_cred base_cred = {0}, push_cred = {0}, cache_cred = {0};
     _cleanup_free_ char *target = NULL;
     _cleanup_(kiln_spec_freep) struct kiln_spec *s = NULL;
     _cleanup_free_ char *data = NULL;
@@ -210,6 +218,9 @@ static int run_build(int argc, char **argv)
         case OPT_LOG:
             log_path = optarg;
             break;
+        case OPT_CACHE_REPO:
+            bo.cache_repo = optarg;
+            break;
         case 'h':
             cli_print_help(&kiln_cmd_build);
             goto out;
@@ -224,6 +235,12 @@ static int run_build(int argc, char **argv)
     }
     if (!push && (tag || also.n)) {
         rc = cli_usage_error("build", "--tag and --also-tag name what --push pushes: add --push");
+        goto out;
+    }
+    if (!bo.cache_repo)
+        bo.cache_repo = cli_env2("KILN_CACHE_REPO", NULL);
+    if (bo.cache_repo && kiln_build_cache_repo_check(bo.cache_repo, &err) < 0) {
+        rc = cli_usage_error("build", "%s", err->msg);
         goto out;
     }
     const char *path = argv[optind];
@@ -283,14 +300,17 @@ static int run_build(int argc, char **argv)
         rc = cli_fail(err);
         goto out;
     }
-    struct kiln_registry_options base_ro, push_ro;
+    struct kiln_registry_options base_ro, push_ro, cache_ro;
     if (cli_registry_options(&cfg, s->base_image, &base_ro, &base_cred, &err) < 0 ||
-        (target && cli_registry_options(&cfg, target, &push_ro, &push_cred, &err) < 0)) {
+        (target && cli_registry_options(&cfg, target, &push_ro, &push_cred, &err) < 0) ||
+        (bo.cache_repo &&
+         cli_registry_options(&cfg, bo.cache_repo, &cache_ro, &cache_cred, &err) < 0)) {
         rc = cli_fail(err);
         goto out;
     }
     bo.base_registry = &base_ro;
     bo.push_registry = target ? &push_ro : NULL;
+    bo.cache_registry = bo.cache_repo ? &cache_ro : NULL;
     bo.target = target;
     bo.extra_tags = also.n ? (const char *const *)also.v : NULL;
     bo.cancelled = cancelled;
@@ -316,6 +336,7 @@ out:
     kiln_strv_release(&trusted);
     kiln_cred_release(&base_cred);
     kiln_cred_release(&push_cred);
+    kiln_cred_release(&cache_cred);
     cli_registry_config_release(&cfg);
     return rc;
 }

@@ -79,6 +79,9 @@ static const char serve_help[] =
     "  KILN_PUSH_REPOSITORY    push every image to one repository, as\n"
     "                          REPOSITORY:NAME-REVISION (wins over the prefix)\n"
     "  KILN_INSECURE_REGISTRIES  comma-separated hosts reached over plain HTTP\n"
+    "  KILN_CACHE_REPO         HOST[:PORT]/PATH: the step cache shared through this\n"
+    "                          registry repository by every kiln serve and kiln\n"
+    "                          worker (as kiln build --cache-repo; docs/build.md)\n"
     "A spec's pullSecret names a stored secret (POST /api/v1/secrets) whose\n"
     "dockerconfigjson gives the credentials for the base image's registry.\n"
     "\n"
@@ -117,6 +120,9 @@ static const char worker_help[] =
     "  --workers N, --job-timeout SECS, --requeue-interrupted, --runtime NAME|PATH,\n"
     "  --grace SECS            as for kiln serve (see kiln serve --help, which also\n"
     "                          lists the registry and pip settings)\n"
+    "\n"
+    "KILN_CACHE_REPO=HOST[:PORT]/PATH shares the step cache through that registry\n"
+    "repository: give every kiln serve and kiln worker the same one.\n"
     "\n"
     "registry options:\n" CLI_REGISTRY_OPTIONS_HELP "\n" CLI_REGISTRY_ENV_HELP;
 
@@ -226,6 +232,9 @@ struct registry_setup {
     struct kiln_registry_options push_ro;
     struct kiln_registry_options base_ro;
     struct kiln_cred push_cred;
+    /* the shared step cache (KILN_CACHE_REPO) */
+    struct kiln_registry_options cache_ro;
+    struct kiln_cred cache_cred;
     char *endpoint;
     char *prefix;
     char *push_repo;
@@ -234,6 +243,7 @@ struct registry_setup {
 static void registry_setup_release(struct registry_setup *r)
 {
     kiln_cred_release(&r->push_cred);
+    kiln_cred_release(&r->cache_cred);
     free(r->endpoint);
     free(r->prefix);
     free(r->push_repo);
@@ -426,6 +436,23 @@ static int serve_main(int argc, char **argv, bool api)
         goto out;
     }
 
+    /* the shared step cache (KILN_CACHE_REPO) */
+    const char *cache_repo = env("KILN_CACHE_REPO");
+    if (cache_repo) {
+        if (kiln_build_cache_repo_check(cache_repo, &err) < 0) {
+            rc = cli_usage_error(cmd_name, "KILN_CACHE_REPO: %s", err->msg);
+            goto out;
+        }
+        if (cli_registry_options(&cfg, cache_repo, &rs.cache_ro, &rs.cache_cred, &err) < 0) {
+            rc = cli_fail(err);
+            goto out;
+        }
+        /* as for the push: the engine's cancel hook drives the transfers */
+        rs.cache_ro.progress = NULL;
+        rs.cache_ro.cred = kiln_cred_present(&rs.cache_cred) ? &rs.cache_cred : NULL;
+        kiln_log(KILN_LOG_INFO, "shared step cache: %s", cache_repo);
+    }
+
     if (!data_opt)
         data_opt = env("KILN_DATA_DIR") ? env("KILN_DATA_DIR") : KILN_DEFAULT_DATA_DIR;
     if (kiln_fs_mkdir_p_path(data_opt, 0700, NULL, &err) < 0) {
@@ -471,6 +498,8 @@ static int serve_main(int argc, char **argv, bool api)
     cli_pip_trusted_hosts(bo.plan.pip_index_url, &trusted);
     bo.plan.pip_trusted_hosts = trusted.n ? (const char *const *)trusted.v : NULL;
     bo.base_registry = rs.rc.configured ? &rs.base_ro : NULL;
+    bo.cache_repo = cache_repo;
+    bo.cache_registry = cache_repo ? &rs.cache_ro : NULL;
 
     /* every thread started from here on leaves these to sigwait below */
     sigset_t sigs;

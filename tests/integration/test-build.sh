@@ -311,5 +311,113 @@ else
     done
 fi
 
+# ---- 9. a step cache shared through the registry ----------------------------------------------
+# Two "hosts" (fresh data dirs) share steps through $REGISTRY/kiln/cache.
+CREPO=$REGISTRY/kiln/cache
+CURL_OCI="Accept: application/vnd.oci.image.manifest.v1+json"
+"$KILN" build "$T/s1.yaml" --cache-repo "$CREPO" --data-dir "$T/cacheA" --push \
+    --tag "$REGISTRY/team/cached:a" >"$T/ca.out" 2>"$T/ca.err"
+rc=$?
+ok $rc "a build with --cache-repo on a fresh data dir (exit $rc)"
+[ $rc -eq 0 ] || show "$T/ca.err"
+is "$(grep -c 'step [a-z]* ran in' "$T/ca.err")" 2 "... runs both steps"
+curl -fsS "$REGISTRY_URL/v2/kiln/cache/tags/list" >"$T/ctags.json" 2>/dev/null
+is "$(jq -r '.tags[]' "$T/ctags.json" 2>/dev/null | grep -Ec '^step-[0-9a-f]{64}$')" 2 \
+    "the cache repository has a step-<key> tag per step"
+APT_TAG=
+cache_doc_ok=0
+for tg in $(jq -r '.tags[]' "$T/ctags.json" 2>/dev/null); do
+    curl -fsS -H "$CURL_OCI" "$REGISTRY_URL/v2/kiln/cache/manifests/$tg" >"$T/cm.json" 2>/dev/null
+    cfgd=$(jq -r .config.digest "$T/cm.json")
+    curl -fsSL "$REGISTRY_URL/v2/kiln/cache/blobs/$cfgd" >"$T/cc.json" 2>/dev/null
+    jq -e --arg k "${tg#step-}" '.key == $k and (.diff_id | startswith("sha256:")) and (.created | length) > 0' \
+        "$T/cc.json" >/dev/null &&
+        jq -e '.mediaType == "application/vnd.oci.image.manifest.v1+json" and
+               .config.mediaType == "application/vnd.kiln.step.v1+json" and (.layers | length) == 1' \
+            "$T/cm.json" >/dev/null || cache_doc_ok=1
+    [ "$(jq -r .kind "$T/cc.json")" = apt ] && APT_TAG=$tg && cp "$T/cm.json" "$T/apt-cm.json"
+done
+ok $cache_doc_ok "each tag is an OCI manifest: a step config naming its key, one layer"
+[ -n "$APT_TAG" ]
+ok $? "one of them is the apt step's"
+grep -Eq "push [0-9a-f]{12}: mounted from kiln/cache" "$T/ca.err"
+ok $? "the image push mounts the step layers from the cache repository"
+
+"$KILN" build "$T/s1.yaml" --cache-repo "$CREPO" --data-dir "$T/cacheB" --push \
+    --tag "$REGISTRY/team/cached:b" >"$T/cb.out" 2>"$T/cb.err"
+rc=$?
+ok $rc "the same spec on another fresh data dir with the same --cache-repo (exit $rc)"
+[ $rc -eq 0 ] || show "$T/cb.err"
+grep -q '(0 steps run, 2 cached)' "$T/cb.err" && ! grep -q 'ran in' "$T/cb.err"
+ok $? "... runs no step"
+is "$(grep -c "step [12]/2 [a-z]*: cached in $CREPO (layer [0-9a-f]\{12\})" "$T/cb.err")" 2 \
+    "... the log says both came from the cache repository"
+DA=$(tail -n 1 "$T/ca.out")
+DB=$(tail -n 1 "$T/cb.out")
+case "$DA" in *@sha256:*) ;; *) DA=unset-a ;; esac
+is "${DB#*@}" "${DA#*@}" "... and gives the same image digest"
+# nothing ran, so no base layer was unpacked: only the two pulled step layers
+is "$(ls "$T/cacheB/store/layers/sha256" 2>/dev/null | wc -l)" 2 \
+    "the pulled step layers are unpacked in the layer store"
+
+# a bad document under the apt step's tag: a config naming another key
+printf '{"created":"2024-01-01T00:00:00Z","created_by":"x","diff_id":"%s","key":"%s","kind":"apt","kiln_version":"0"}' \
+    "sha256:$(printf '%064d' 0)" "$(printf '%064d' 1)" >"$T/badcfg.json"
+bad=sha256:$(sha256sum "$T/badcfg.json" | cut -d' ' -f1)
+loc=$(curl -fsS -X POST -D - -o /dev/null "$REGISTRY_URL/v2/kiln/cache/blobs/uploads/" 2>/dev/null |
+    tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
+case "$loc" in /*) loc=$REGISTRY_URL$loc ;; esac
+case "$loc" in *\?*) sep='&' ;; *) sep='?' ;; esac
+curl -fsS -X PUT -H 'Content-Type: application/octet-stream' --data-binary "@$T/badcfg.json" \
+    "$loc${sep}digest=$bad" >/dev/null 2>&1 &&
+    jq -c --arg d "$bad" --argjson s "$(wc -c <"$T/badcfg.json")" '.config.digest = $d | .config.size = $s' \
+        "$T/apt-cm.json" >"$T/bad-cm.json" &&
+    curl -fsS -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
+        --data-binary "@$T/bad-cm.json" "$REGISTRY_URL/v2/kiln/cache/manifests/$APT_TAG" >/dev/null 2>&1
+ok $? "(a wrong config is put under the apt step's tag)"
+"$KILN" build "$T/s1.yaml" --cache-repo "$CREPO" --data-dir "$T/cacheC" >"$T/cbad.out" 2>"$T/cbad.err"
+rc=$?
+ok $rc "a build whose cached apt step has a bad document succeeds (exit $rc)"
+[ $rc -eq 0 ] || show "$T/cbad.err"
+is "$(grep -c "warning: shared step cache $CREPO: look up step apt .*names another key.*the step runs" "$T/cbad.err")" 1 \
+    "... with one warning naming the problem"
+grep -q 'step apt ran in' "$T/cbad.err"
+ok $? "... and the apt step runs"
+curl -fsS -H "$CURL_OCI" "$REGISTRY_URL/v2/kiln/cache/manifests/$APT_TAG" 2>/dev/null | jq -r .config.digest >"$T/cd"
+curl -fsSL "$REGISTRY_URL/v2/kiln/cache/blobs/$(cat "$T/cd")" 2>/dev/null | jq -e --arg k "${APT_TAG#step-}" '.key == $k' >/dev/null
+ok $? "the step that ran replaced the bad document"
+
+# the pip step's layer blob deleted from the cache repository: the apt step still comes from
+# the cache, the pip step warns and runs, and its push puts the blob back
+PIP_TAG=$(jq -r '.tags[]' "$T/ctags.json" 2>/dev/null | grep -v "^$APT_TAG\$" | head -n 1)
+pipl=$(curl -fsS -H "$CURL_OCI" "$REGISTRY_URL/v2/kiln/cache/manifests/$PIP_TAG" 2>/dev/null | jq -r '.layers[0].digest')
+curl -fsS -X DELETE "$REGISTRY_URL/v2/kiln/cache/blobs/$pipl" >/dev/null 2>&1
+ok $? "(the pip step's layer blob is deleted from the cache repository)"
+"$KILN" build "$T/s1.yaml" --cache-repo "$CREPO" --data-dir "$T/cacheE" >"$T/cdel.out" 2>"$T/cdel.err"
+rc=$?
+ok $rc "a build whose cached pip layer is gone succeeds (exit $rc)"
+[ $rc -eq 0 ] || show "$T/cdel.err"
+grep -q "step 1/2 apt: cached in $CREPO" "$T/cdel.err" && grep -q 'step pip ran in' "$T/cdel.err" &&
+    ! grep -q 'step apt ran in' "$T/cdel.err"
+ok $? "... the apt step comes from the cache repository, the pip step runs"
+is "$(grep -c "warning: shared step cache $CREPO: look up step pip .*the step runs" "$T/cdel.err")" 1 \
+    "... after one warning"
+pipl=$(curl -fsS -H "$CURL_OCI" "$REGISTRY_URL/v2/kiln/cache/manifests/$PIP_TAG" 2>/dev/null | jq -r '.layers[0].digest')
+curl -fsS -o /dev/null -I "$REGISTRY_URL/v2/kiln/cache/blobs/$pipl" 2>/dev/null
+ok $? "... and the step's push puts a layer back under its tag"
+
+# a cache repository on a registry that cannot be reached: a warning, the build goes on
+spec "$T/s4.yaml" -- kilntest-hello==1.0
+t0=$(date +%s)
+"$KILN" build "$T/s4.yaml" --cache-repo 127.0.0.1:1/x --data-dir "$T/cacheD" >"$T/cu.out" 2>"$T/cu.err"
+rc=$?
+ok $rc "a build with an unreachable cache repository succeeds (exit $rc, $(($(date +%s) - t0)) s)"
+[ $rc -eq 0 ] || show "$T/cu.err"
+is "$(grep -c 'warning: shared step cache 127.0.0.1:1/x: ' "$T/cu.err")" 1 "... with one warning"
+grep -q 'step pip ran in' "$T/cu.err"
+ok $? "... and the step runs"
+"$KILN" build "$T/s4.yaml" --cache-repo "$REGISTRY/kiln/cache:tag" >/dev/null 2>"$T/ctag.err"
+is $? 2 "a cache repository with a tag is a usage error"
+
 echo "1..$n"
 [ $fails -eq 0 ]
