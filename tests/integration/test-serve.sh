@@ -170,7 +170,6 @@ body() {
                      pip: ($p | split(",") | map(select(. != "")))}}
          + (if $s == "" then {} else {pullSecret: $s} end)'
 }
-# wait_job ID SECS: poll until final; PHASE is the last phase, SEEN every phase seen
 # wait_claimed JOB: until the job is no longer Pending (at most 30 s).
 wait_claimed() {
     i=0
@@ -183,6 +182,7 @@ wait_claimed() {
     return 1
 }
 
+# wait_job ID SECS: poll until final; PHASE is the last phase, SEEN every phase seen
 wait_job() {
     i=0
     SEEN=
@@ -238,8 +238,11 @@ ok $? "kiln serve --help exits 0"
 grep -q -- '--requeue-interrupted' "$T/help.out" && grep -q 'KILN_ADMIN_TOKEN' "$T/help.out"
 ok $? "the help lists the options and the environment"
 
+# builds share their steps through the registry (KILN_CACHE_REPO, on the push registry)
+export KILN_CACHE_REPO="$REGISTRY/kiln/cache"
 start_serve s1 "$D" --workers 1
 ok $? "kiln serve starts and says where it listens"
+unset KILN_CACHE_REPO
 TOKEN=$(sed -n 's/^kiln serve: admin token (shown once): \([0-9a-f]*\)$/\1/p' "$T/s1.err")
 is "${#TOKEN}" 64 "a new admin token is printed once (64 hex digits)"
 is "$(curl -s "$URL/healthz")" ok "/healthz answers without a token"
@@ -279,6 +282,9 @@ got=$(curl -s -o /dev/null -w '%{http_code} %header{docker-content-digest}' -u "
 is "$got" "200 $DIG" "the registry holds the image under that tag and digest"
 grep -q "pull secret 'pull': credentials for '$REGISTRY'" "$D/logs/$J1.log"
 ok $? "the base image was pulled with the pull secret's credentials"
+ntags=$(curl -s -u "$REGISTRY_USER:$REGISTRY_PASSWORD" "$REGISTRY_URL/v2/kiln/cache/tags/list" |
+    jq -r '[.tags[]? | select(startswith("step-"))] | length')
+is "$ntags" 2 "the job pushed its two steps to KILN_CACHE_REPO (step-KEY tags)"
 api GET /api/v1/specs/demo
 is "$(jb -r '[.status, .image, .revision] | @tsv')" "Succeeded	$IMG	$REV" \
     "GET /specs/demo: status Succeeded, image URL, revision"
