@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "build/stepcache.h"
@@ -200,16 +201,22 @@ static bool rfc3339_ok(const char *s)
            digits(p + 4, 2);
 }
 
-int kiln_stepcache_config_parse(const char *data, size_t len, const char *key, const char *kind,
-                                struct kiln_step_record *ret, struct kiln_error **err)
+/*
+ * The checks of a config document; `key` and `kind` NULL: any valid key,
+ * any kind. On success ret->diff_id, ret->created and ret_key (may be NULL)
+ * are filled.
+ */
+static int config_check(const char *data, size_t len, const char *key, const char *kind,
+                        struct kiln_step_record *ret, char *ret_key, struct kiln_error **err)
 {
     if (len > KILN_STEPCACHE_CONFIG_MAX)
         return kiln_error_set(err, KILN_ETOOBIG, 0, "step config: %zu bytes, more than %zu", len,
                               KILN_STEPCACHE_CONFIG_MAX);
     json_error_t je;
-    json_t *root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *root = data ? json_loadb(data, len, JSON_REJECT_DUPLICATES, &je) : NULL;
     if (!root)
-        return kiln_error_set(err, KILN_EINVAL, 0, "step config: not JSON: %s", je.text);
+        return kiln_error_set(err, KILN_EINVAL, 0, "step config: not JSON: %s",
+                              data ? je.text : "no data");
     const char *k = json_string_value(json_object_get(root, "key"));
     const char *kd = json_string_value(json_object_get(root, "kind"));
     const char *diff_id = json_string_value(json_object_get(root, "diff_id"));
@@ -218,9 +225,11 @@ int kiln_stepcache_config_parse(const char *data, size_t len, const char *key, c
     int r = 0;
     if (!json_is_object(root))
         r = kiln_error_set(err, KILN_EINVAL, 0, "step config: not a JSON object");
-    else if (!k || strcmp(k, key) != 0)
+    else if (key && (!k || strcmp(k, key) != 0))
         r = kiln_error_set(err, KILN_EINVAL, 0, "step config: names another key than '%s'", key);
-    else if (!kd || strcmp(kd, kind) != 0)
+    else if (!key && !key_ok(k))
+        r = kiln_error_set(err, KILN_EINVAL, 0, "step config: no valid key");
+    else if (kind && (!kd || strcmp(kd, kind) != 0))
         r = kiln_error_set(err, KILN_EINVAL, 0, "step config: names another kind than '%s'", kind);
     else if (!diff_id || strlen(diff_id) >= sizeof(rec.diff_id) || !kiln_digest_is_valid(diff_id))
         r = kiln_error_set(err, KILN_EINVAL, 0, "step config: no valid diff_id");
@@ -229,9 +238,51 @@ int kiln_stepcache_config_parse(const char *data, size_t len, const char *key, c
     if (r >= 0) {
         memcpy(ret->diff_id, diff_id, strlen(diff_id) + 1);
         memcpy(ret->created, created, strlen(created) + 1);
+        if (ret_key)
+            memcpy(ret_key, k, KILN_STEP_KEY_LEN + 1);
     }
     json_decref(root);
     return r;
+}
+
+int kiln_stepcache_config_parse(const char *data, size_t len, const char *key, const char *kind,
+                                struct kiln_step_record *ret, struct kiln_error **err)
+{
+    return config_check(data, len, key ? key : "", kind ? kind : "", ret, NULL, err);
+}
+
+int kiln_stepcache_config_created(const char *data, size_t len,
+                                  char ret_key[KILN_STEPCACHE_KEY_BUFSZ],
+                                  struct kiln_step_record *ret, struct kiln_error **err)
+{
+    return config_check(data, len, NULL, NULL, ret, ret_key, err);
+}
+
+int kiln_stepcache_created_time(const char *created, int64_t *ret_epoch)
+{
+    if (!created || !rfc3339_ok(created))
+        return -1;
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = (int)strtol(created, NULL, 10) - 1900;
+    tm.tm_mon = (int)strtol(created + 5, NULL, 10) - 1;
+    tm.tm_mday = (int)strtol(created + 8, NULL, 10);
+    tm.tm_hour = (int)strtol(created + 11, NULL, 10);
+    tm.tm_min = (int)strtol(created + 14, NULL, 10);
+    tm.tm_sec = (int)strtol(created + 17, NULL, 10);
+    if (tm.tm_mon > 11 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 || tm.tm_min > 59 ||
+        tm.tm_sec > 60)
+        return -1;
+    int64_t t = (int64_t)timegm(&tm);
+    const char *z = created + 19;
+    if (*z == '.')
+        z += 1 + strspn(z + 1, "0123456789");
+    if (*z == '+' || *z == '-') {
+        int64_t off = strtol(z + 1, NULL, 10) * 3600 + strtol(z + 4, NULL, 10) * 60;
+        t += *z == '+' ? -off : off;
+    }
+    *ret_epoch = t;
+    return 0;
 }
 
 int kiln_stepcache_manifest_make(const char *config_digest, uint64_t config_size,

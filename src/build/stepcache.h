@@ -82,6 +82,26 @@ int kiln_stepcache_config_make(const char *key, const char *kind, const char *cr
 int kiln_stepcache_config_parse(const char *data, size_t len, const char *key, const char *kind,
                                 struct kiln_step_record *ret, struct kiln_error **err);
 
+/* A key and its NUL. */
+#define KILN_STEPCACHE_KEY_BUFSZ 65
+
+/*
+ * The same checks without knowing the step (for kiln gc --cache-repo): any
+ * valid key (64 lower-case hex) and any kind. On success ret_key gets the
+ * key and ret->diff_id, ret->created are filled (the rest of *ret is
+ * untouched); errors as above.
+ */
+int kiln_stepcache_config_created(const char *data, size_t len,
+                                  char ret_key[KILN_STEPCACHE_KEY_BUFSZ],
+                                  struct kiln_step_record *ret, struct kiln_error **err);
+
+/*
+ * Seconds since the epoch of a "created" time as the config parsers accept
+ * it (RFC 3339, fraction dropped, offset applied): 0 and *ret_epoch, or -1
+ * when malformed (also an out-of-range month, day, hour...).
+ */
+int kiln_stepcache_created_time(const char *created, int64_t *ret_epoch);
+
 /*
  * The cache manifest: an OCI image manifest with the config blob
  * (config_digest, config_size) and the layer of rec (media_type, digest,

@@ -210,6 +210,160 @@ int kiln_registry_parse_errors(const char *body, size_t len, char **ret_code, ch
     return 0;
 }
 
+/* ---- tags list pages and Link headers (pure) ------------------------------------ */
+
+static char *cleaned(const char *s)
+{
+    struct kiln_buf b = KILN_BUF_INIT;
+    add_clean(&b, s);
+    char *out = kiln_buf_detach(&b, NULL);
+    kiln_buf_release(&b);
+    return out;
+}
+
+int kiln_registry_parse_tags(const char *body, size_t len, struct kiln_strv *out,
+                             struct kiln_error **err)
+{
+    if (len > KILN_REGISTRY_TAGS_BODY_MAX)
+        return kiln_error_set(err, KILN_ETOOBIG, 0, "tags list: %zu bytes, more than %zu", len,
+                              KILN_REGISTRY_TAGS_BODY_MAX);
+    json_error_t je;
+    json_t *root = body ? json_loadb(body, len, JSON_REJECT_DUPLICATES, &je) : NULL;
+    if (!root)
+        return kiln_error_set(err, KILN_EINVAL, 0, "tags list: not a JSON document");
+    json_t *tags = json_object_get(root, "tags");
+    int rc = 0;
+    if (!json_is_object(root))
+        rc = kiln_error_set(err, KILN_EINVAL, 0, "tags list: not a JSON object");
+    else if (tags && !json_is_null(tags) && !json_is_array(tags))
+        rc = kiln_error_set(err, KILN_EINVAL, 0, "tags list: \"tags\" is not an array");
+    else if (json_array_size(tags) > KILN_REGISTRY_TAGS_MAX)
+        rc = kiln_error_set(err, KILN_ETOOBIG, 0, "tags list: %zu tags, more than %d",
+                            json_array_size(tags), KILN_REGISTRY_TAGS_MAX);
+    size_t i;
+    json_t *t;
+    if (rc == 0 && json_is_array(tags)) {
+        json_array_foreach(tags, i, t)
+        {
+            const char *v = json_string_value(t);
+            if (!v) {
+                rc = kiln_error_set(err, KILN_EINVAL, 0, "tags list: entry %zu is not a string", i);
+                break;
+            }
+            if (json_string_length(t) != strlen(v) || !kiln_registry_tag_valid(v)) {
+                _cleanup_free_ char *shown = cleaned(v);
+                rc = kiln_error_set(err, KILN_EINVAL, 0, "invalid tag '%.128s' in the tags list",
+                                    shown);
+                break;
+            }
+        }
+    }
+    size_t n = 0;
+    if (rc == 0 && json_is_array(tags)) {
+        json_array_foreach(tags, i, t) kiln_strv_push(out, json_string_value(t));
+        n = json_array_size(tags);
+    }
+    json_decref(root);
+    return rc < 0 ? rc : (int)n;
+}
+
+static bool tchar(char c)
+{
+    return isalnum((unsigned char)c) || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+static const char *skip_ws(const char *p)
+{
+    while (*p == ' ' || *p == '\t')
+        p++;
+    return p;
+}
+
+/* Whether a rel value (a space-separated list of relation types) holds "next". */
+static bool rel_has_next(const char *v)
+{
+    for (;;) {
+        while (*v == ' ' || *v == '\t')
+            v++;
+        if (!*v)
+            return false;
+        size_t n = strcspn(v, " \t");
+        if (n == 4 && strncasecmp(v, "next", 4) == 0)
+            return true;
+        v += n;
+    }
+}
+
+char *kiln_registry_link_next(const char *value)
+{
+    if (!value)
+        return NULL;
+    const char *p = value;
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        if (*p != '<')
+            return NULL;
+        const char *uri = p + 1;
+        const char *end = strchr(uri, '>');
+        if (!end)
+            return NULL;
+        p = end + 1;
+        bool seen_rel = false, next = false;
+        for (;;) {
+            p = skip_ws(p);
+            if (*p != ';')
+                break;
+            p = skip_ws(p + 1);
+            const char *name = p;
+            while (tchar(*p))
+                p++;
+            size_t nlen = (size_t)(p - name);
+            if (nlen == 0)
+                return NULL;
+            p = skip_ws(p);
+            struct kiln_buf v = KILN_BUF_INIT;
+            if (*p == '=') {
+                p = skip_ws(p + 1);
+                if (*p == '"') {
+                    for (p++; *p && *p != '"'; p++) {
+                        if (*p == '\\' && p[1])
+                            p++;
+                        kiln_buf_addch(&v, *p);
+                    }
+                    if (*p != '"') {
+                        kiln_buf_release(&v);
+                        return NULL;
+                    }
+                    p++;
+                } else {
+                    const char *t = p;
+                    while (tchar(*p))
+                        p++;
+                    kiln_buf_add(&v, t, (size_t)(p - t));
+                }
+            }
+            if (!seen_rel && nlen == 3 && strncasecmp(name, "rel", 3) == 0) {
+                seen_rel = true;
+                next = v.buf && rel_has_next(v.buf);
+            }
+            kiln_buf_release(&v);
+        }
+        if (*p && *p != ',')
+            return NULL;
+        if (next) {
+            if (end == uri)
+                return NULL;
+            for (const char *c = uri; c < end; c++)
+                if ((unsigned char)*c <= 0x20 || *c == 0x7f)
+                    return NULL;
+            return kiln_xstrndup(uri, (size_t)(end - uri));
+        }
+        if (!*p)
+            return NULL;
+    }
+}
+
 static const char *reason(long status)
 {
     switch (status) {
@@ -848,6 +1002,199 @@ int kiln_registry_manifest_put(struct kiln_registry *r, const char *repo, const 
 out:
     kiln_http_response_release(&resp);
     return rc;
+}
+
+int kiln_registry_manifest_delete(struct kiln_registry *r, const char *repo, const char *digest,
+                                  struct kiln_error **err)
+{
+    int rc = check_repo(repo, err);
+    if (rc < 0)
+        return rc;
+    rc = check_digest(digest, err);
+    if (rc < 0)
+        return rc;
+    _cleanup_free_ char *url = kiln_xasprintf("%s/v2/%s/manifests/%s", r->base, repo, digest);
+    _cleanup_free_ char *scope = kiln_xasprintf("repository:%s:delete", repo);
+    _cleanup_free_ char *shown = ref_display(r, repo, digest, true);
+    _cleanup_free_ char *what = kiln_xasprintf("manifest '%s'", shown);
+    struct op op = {repo, scope, NULL};
+    struct kiln_http_request q = {.method = "DELETE", .url = url};
+    struct kiln_http_response resp;
+    kiln_http_response_init(&resp);
+    rc = reg_do(r, &op, &q, NULL, &resp, err);
+    if (rc < 0)
+        goto out;
+    if (resp.status == 202 || resp.status == 200 || resp.status == 204)
+        rc = 0;
+    else if (resp.status == 405)
+        rc = kiln_error_set(err, KILN_EUNSUPPORTED, 0,
+                            "%s: the registry does not allow deletes (HTTP 405; "
+                            "docker-registry: storage.delete.enabled)",
+                            what);
+    else
+        rc = http_error(r, repo, what, &resp, err);
+out:
+    kiln_http_response_release(&resp);
+    return rc;
+}
+
+/* ---- tags ----------------------------------------------------------------------- */
+
+/* GET one tags list page into *page; *ret_unknown when the registry answered 404. */
+/*
+ * The next page's URL from a tags page's Link header (rel="next"), resolved
+ * against the URL that answered; NULL when there is none or it leads to
+ * another origin (credentials are never sent elsewhere by a Link).
+ */
+static char *link_next_url(const struct kiln_http_response *resp, const char *url)
+{
+    if (!resp->link)
+        return NULL;
+    _cleanup_free_ char *ref = kiln_registry_link_next(resp->link);
+    const char *base = resp->url ? resp->url : url;
+    char *next = ref ? kiln_http_url_join(base, ref) : NULL;
+    if (next && !kiln_http_same_origin(next, base)) {
+        free(next);
+        next = NULL;
+    }
+    return next;
+}
+
+static int tags_page(struct kiln_registry *r, const char *repo, const char *url, const char *what,
+                     struct kiln_strv *page, bool *ret_unknown, char **ret_next,
+                     struct kiln_error **err)
+{
+    _cleanup_free_ char *scope = pull_scope(repo);
+    _cleanup_free_ char *alt = push_scope(repo);
+    const char *extra[] = {"Accept: application/json", NULL};
+    struct op op = {repo, scope, alt};
+    struct kiln_http_request q = {.url = url, .flags = KILN_HTTP_FOLLOW};
+    q.body_max = KILN_REGISTRY_TAGS_BODY_MAX;
+    struct kiln_http_response resp;
+    kiln_http_response_init(&resp);
+    int rc = reg_do(r, &op, &q, extra, &resp, err);
+    if (rc < 0) {
+        if (rc == -KILN_ETOOBIG)
+            rc = kiln_error_set(err, KILN_ETOOBIG, 0, "%s: a page larger than %zu bytes", what,
+                                KILN_REGISTRY_TAGS_BODY_MAX);
+        goto out;
+    }
+    *ret_unknown = resp.status == 404;
+    if (resp.status == 404)
+        goto out;
+    if (resp.status != 200) {
+        rc = http_error(r, repo, what, &resp, err);
+        goto out;
+    }
+    rc = kiln_registry_parse_tags(resp.body.buf, resp.body.len, page, err);
+    if (rc < 0)
+        kiln_error_prefix(err, "%s", what);
+    else
+        *ret_next = link_next_url(&resp, url);
+out:
+    kiln_http_response_release(&resp);
+    return rc;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The distinct strings of v[0..n) sorted, into *seen (n_seen of them). */
+static void sorted_unique(char *const *v, size_t n, char ***seen, size_t *n_seen)
+{
+    *seen = kiln_xreallocarray(*seen, n ? n : 1, sizeof(**seen));
+    if (n) {
+        memcpy(*seen, v, n * sizeof(*v));
+        qsort(*seen, n, sizeof(**seen), cmp_str);
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (k == 0 || strcmp((*seen)[k - 1], (*seen)[i]) != 0)
+            (*seen)[k++] = (*seen)[i];
+    *n_seen = k;
+}
+
+int kiln_registry_tags_list_n(struct kiln_registry *r, const char *repo, size_t page_size,
+                              struct kiln_strv *ret, struct kiln_error **err)
+{
+    int rc = check_repo(repo, err);
+    if (rc < 0)
+        return rc;
+    if (page_size == 0)
+        page_size = KILN_REGISTRY_TAGS_PAGE;
+    if (page_size > 10000)
+        page_size = 10000;
+    _cleanup_free_ char *what = kiln_xasprintf("tags of '%s/%s'", r->name, repo);
+    struct kiln_strv raw = KILN_STRV_INIT; /* every page's tags, in order */
+    char **seen = NULL;                    /* the distinct ones, sorted (borrowed from raw) */
+    size_t n_seen = 0;
+    _cleanup_free_ char *last = NULL, *next = NULL;
+    for (;;) {
+        /* the registry's Link to the next page when it gave one, else n and last */
+        _cleanup_free_ char *url =
+            next ? TAKE_PTR(next)
+            : last
+                ? kiln_xasprintf("%s/v2/%s/tags/list?n=%zu&last=%s", r->base, repo, page_size, last)
+                : kiln_xasprintf("%s/v2/%s/tags/list?n=%zu", r->base, repo, page_size);
+        struct kiln_strv page = KILN_STRV_INIT;
+        bool unknown = false;
+        rc = tags_page(r, repo, url, what, &page, &unknown, &next, err);
+        if (rc < 0 || unknown) {
+            kiln_strv_release(&page);
+            if (rc < 0)
+                goto out;
+            break;
+        }
+        size_t fresh = 0;
+        for (size_t i = 0; i < page.n; i++)
+            if (!n_seen || !bsearch(&page.v[i], seen, n_seen, sizeof(*seen), cmp_str))
+                fresh++;
+        if (raw.n + page.n > 2 * (size_t)KILN_REGISTRY_TAGS_MAX) {
+            kiln_strv_release(&page);
+            rc = kiln_error_set(err, KILN_ETOOBIG, 0, "%s: more than %d tags", what,
+                                KILN_REGISTRY_TAGS_MAX);
+            goto out;
+        }
+        for (size_t i = 0; i < page.n; i++)
+            kiln_strv_push_take(&raw, TAKE_PTR(page.v[i]));
+        size_t got = page.n;
+        free(last);
+        last = got ? kiln_xstrdup(raw.v[raw.n - 1]) : NULL;
+        kiln_strv_release(&page);
+        sorted_unique(raw.v, raw.n, &seen, &n_seen);
+        if (n_seen > KILN_REGISTRY_TAGS_MAX) {
+            rc = kiln_error_set(err, KILN_ETOOBIG, 0, "%s: more than %d tags", what,
+                                KILN_REGISTRY_TAGS_MAX);
+            goto out;
+        }
+        /* a page with nothing new ends the list (last ignored, or a Link in a
+         * loop); without a Link, so does a short page or a long one (n ignored) */
+        if (fresh == 0 || (!next && got != page_size))
+            break;
+    }
+    /* each tag once, where it first came */
+    bool *done = kiln_xcalloc(n_seen ? n_seen : 1, sizeof(*done));
+    for (size_t i = 0; i < raw.n && n_seen; i++) {
+        char **hit = bsearch(&raw.v[i], seen, n_seen, sizeof(*seen), cmp_str);
+        if (hit && !done[hit - seen]) {
+            done[hit - seen] = true;
+            kiln_strv_push(ret, raw.v[i]);
+        }
+    }
+    free(done);
+    rc = 0;
+out:
+    free(seen);
+    kiln_strv_release(&raw);
+    return rc;
+}
+
+int kiln_registry_tags_list(struct kiln_registry *r, const char *repo, struct kiln_strv *ret,
+                            struct kiln_error **err)
+{
+    return kiln_registry_tags_list_n(r, repo, KILN_REGISTRY_TAGS_PAGE, ret, err);
 }
 
 /* ---- blobs -------------------------------------------------------------------- */

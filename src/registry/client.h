@@ -46,6 +46,7 @@
 #include "kiln/error.h"
 #include "registry/auth.h"
 #include "registry/http.h"
+#include "util/strv.h"
 
 #define KILN_REGISTRY_MANIFEST_MAX ((size_t)4 << 20) /* largest manifest accepted */
 #define KILN_REGISTRY_MAX_RESUMES  5 /* default resumes/restarts of one blob transfer */
@@ -135,6 +136,45 @@ int kiln_registry_manifest_head(struct kiln_registry *r, const char *repo, const
 int kiln_registry_manifest_put(struct kiln_registry *r, const char *repo, const char *ref,
                                const char *media_type, const void *data, size_t len,
                                char **ret_digest, struct kiln_error **err);
+
+/*
+ * DELETE a manifest by its digest (token scope "repository:REPO:delete").
+ * The registry removes the tags that pointed to it; the blobs it names stay
+ * until the registry's own garbage collection. 202 or 200: 0; 404:
+ * -KILN_ENOTFOUND; 405 (docker-registry without storage.delete.enabled):
+ * -KILN_EUNSUPPORTED "manifest '...': the registry does not allow deletes
+ * (docker-registry: storage.delete.enabled)"; else as above.
+ */
+int kiln_registry_manifest_delete(struct kiln_registry *r, const char *repo, const char *digest,
+                                  struct kiln_error **err);
+
+/* ---- tags --------------------------------------------------------------------- */
+
+#define KILN_REGISTRY_TAGS_MAX      100000             /* tags of one repository accepted */
+#define KILN_REGISTRY_TAGS_PAGE     1000               /* n= of a tags list request */
+#define KILN_REGISTRY_TAGS_BODY_MAX ((size_t)16 << 20) /* one page (a registry may ignore n) */
+
+/*
+ * List the tags of `repo`: GET /v2/REPO/tags/list?n=1000, then the page
+ * named by the answer's Link header (rel="next", same origin only), or,
+ * without one, while a page comes full, the next one with
+ * ?n=1000&last=<the page's last tag> (the distribution spec's pagination;
+ * docker-registry 2.8 ignores n and last and sends every tag at once).
+ * Without a Link, a page with more tags than asked for ends the listing;
+ * a page that brings no tag not seen before always does (a registry
+ * ignoring last, or links that go round). On
+ * success each tag is appended to *ret once, in the registry's order;
+ * *ret is untouched on failure. An unknown repository (404, NAME_UNKNOWN)
+ * is an empty list, not an error. More than KILN_REGISTRY_TAGS_MAX tags
+ * in all, or a page over KILN_REGISTRY_TAGS_BODY_MAX bytes: -KILN_ETOOBIG;
+ * a page that is not a tags document or names an invalid tag: -KILN_EINVAL
+ * naming it.
+ */
+int kiln_registry_tags_list(struct kiln_registry *r, const char *repo, struct kiln_strv *ret,
+                            struct kiln_error **err);
+/* The same with pages of `page_size` tags (0: KILN_REGISTRY_TAGS_PAGE; at most 10000). */
+int kiln_registry_tags_list_n(struct kiln_registry *r, const char *repo, size_t page_size,
+                              struct kiln_strv *ret, struct kiln_error **err);
 
 /* ---- blobs -------------------------------------------------------------------- */
 
@@ -285,5 +325,28 @@ int kiln_registry_digest_kind(const char *s);
  * not such a document (outputs untouched).
  */
 int kiln_registry_parse_errors(const char *body, size_t len, char **ret_code, char **ret_message);
+
+/*
+ * Parse one tags list page {"name": "...", "tags": ["..", ...]} ("tags"
+ * null or absent: none) of at most KILN_REGISTRY_TAGS_BODY_MAX bytes
+ * (-KILN_ETOOBIG; also for more than KILN_REGISTRY_TAGS_MAX tags). Every
+ * tag must pass kiln_registry_tag_valid() (-KILN_EINVAL "invalid tag
+ * '...' in the tags list", the tag cleaned of control characters and cut).
+ * On success the tags are appended to *out in order and their count is
+ * returned; on failure *out is untouched.
+ */
+int kiln_registry_parse_tags(const char *body, size_t len, struct kiln_strv *out,
+                             struct kiln_error **err);
+
+/*
+ * The target of the first link-value of a Link header value (RFC 8288:
+ * `<URI-reference>; rel="next"; ...`, link-values separated by commas)
+ * whose rel parameter (the first one; a space-separated list, compared
+ * case-insensitively) holds "next": a new string (caller frees), not yet
+ * resolved against the request URL (see kiln_http_url_join()). NULL when
+ * there is none, the value is malformed, or the target is empty or holds
+ * spaces or control characters.
+ */
+char *kiln_registry_link_next(const char *value);
 
 #endif

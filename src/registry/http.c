@@ -623,9 +623,10 @@ static void set_header(char **dst, const char *v, size_t n, bool join)
 
 static void clear_headers(struct kiln_http_response *r)
 {
-    char **fields[] = {&r->location,         &r->content_type,    &r->docker_content_digest,
-                       &r->www_authenticate, &r->range,           &r->content_range,
-                       &r->retry_after,      &r->chunk_min_length};
+    char **fields[] = {
+        &r->location, &r->content_type,  &r->docker_content_digest, &r->www_authenticate,
+        &r->range,    &r->content_range, &r->retry_after,           &r->chunk_min_length,
+        &r->link};
     for (size_t i = 0; i < KILN_ARRAY_SIZE(fields); i++) {
         free(*fields[i]);
         *fields[i] = NULL;
@@ -682,6 +683,8 @@ static size_t header_cb(char *data, size_t size, size_t nmemb, void *ud)
         set_header(&r->retry_after, v, vlen, false);
     else if (IS("oci-chunk-min-length"))
         set_header(&r->chunk_min_length, v, vlen, false);
+    else if (IS("link"))
+        set_header(&r->link, v, vlen, false);
     else if (IS("content-length") && r->content_length < 0) {
         int64_t cl = 0;
         bool okv = vlen > 0 && vlen <= 18;

@@ -182,6 +182,7 @@ struct kiln_http_response {
     char *content_range;
     char *retry_after;
     char *chunk_min_length; /* OCI-Chunk-Min-Length */
+    char *link;             /* Link (the first one) */
     int64_t content_length; /* -1 when absent */
     uint64_t written;       /* body bytes passed to write() in the last attempt */
     uint64_t sent;          /* request body bytes read from the source in the last attempt */

@@ -1,8 +1,10 @@
 /*
  * Fuzz what kiln reads from a registry's answers besides manifests and auth
  * (those have their own targets), with one input each round:
- *   - the whole input as an error body ({"errors":[...]});
- *   - the first line as a Retry-After value and as an upload's Range header;
+ *   - the whole input as an error body ({"errors":[...]}) and as a tags
+ *     list page ({"name":..,"tags":[..]});
+ *   - the first line as a Retry-After value, as an upload's Range header and
+ *     as a Link header;
  *   - the first line as a base URL and the second as a Location header
  *     (joined, compared, redacted, their host:port taken);
  *   - the first line as a header line to redact, a repository, a tag, a
@@ -55,6 +57,42 @@ static void fuzz_errors(const char *body, size_t len)
     check(!msg || (strlen(msg) <= 512 + 2 && clean(msg)), "parse_errors: message bounded, clean");
     free(code);
     free(msg);
+}
+
+static void fuzz_tags(const char *body, size_t len)
+{
+    struct kiln_strv v = KILN_STRV_INIT;
+    kiln_strv_push(&v, "before");
+    struct kiln_error *e = NULL;
+    int r = kiln_registry_parse_tags(body, len, &v, &e);
+    if (r < 0) {
+        check(r == -KILN_EINVAL || r == -KILN_ETOOBIG, "parse_tags: EINVAL or ETOOBIG");
+        check(e && e->msg && clean(e->msg) && strlen(e->msg) < 1024,
+              "parse_tags: a bounded, clean message");
+        check(v.n == 1, "parse_tags: the list untouched on failure");
+    } else {
+        check(!e, "parse_tags: no error on success");
+        check((size_t)r == v.n - 1, "parse_tags: returns the count appended");
+        for (size_t i = 1; i < v.n; i++)
+            check(kiln_registry_tag_valid(v.v[i]), "parse_tags: every tag valid");
+    }
+    kiln_error_free(e);
+    kiln_strv_release(&v);
+}
+
+static void fuzz_link(const char *line)
+{
+    char *next = kiln_registry_link_next(line);
+    if (next) {
+        check(*next != '\0', "link_next: a non-empty target");
+        for (const char *p = next; *p; p++)
+            check((unsigned char)*p > 0x20 && *p != 0x7f, "link_next: no space or control");
+        bool found = false;
+        for (const char *at = strstr(line, next); at && !found; at = strstr(at + 1, next))
+            found = at > line && at[-1] == '<' && at[strlen(next)] == '>';
+        check(found, "link_next: the target between < and > of the value");
+        free(next);
+    }
 }
 
 static void fuzz_headers(const char *line)
@@ -133,6 +171,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     in[size] = '\0';
 
     fuzz_errors(in, size);
+    fuzz_tags(in, size);
 
     /* lines: the first, and the second (both NUL-terminated copies) */
     size_t n1 = strcspn(in, "\n");
@@ -140,6 +179,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *rest = in[n1] ? in + n1 + 1 : "";
     char *l2 = kiln_xstrndup(rest, strcspn(rest, "\n"));
     fuzz_headers(l1);
+    fuzz_link(l1);
     fuzz_urls(l1, l2);
     free(l1);
     free(l2);

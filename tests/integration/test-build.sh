@@ -419,5 +419,44 @@ ok $? "... and the step runs"
 "$KILN" build "$T/s4.yaml" --cache-repo "$REGISTRY/kiln/cache:tag" >/dev/null 2>"$T/ctag.err"
 is $? 2 "a cache repository with a tag is a usage error"
 
+# ---- 10. kiln gc --cache-repo: old step manifests removed from the cache repository -------------
+ctags() { curl -fsS "$REGISTRY_URL/v2/kiln/cache/tags/list" 2>/dev/null | jq -r '(.tags // [])[]' | sort; }
+# a tag that is not a step's, on a manifest of its own, is left alone
+jq -c '.annotations = {"kiln.test": "other"}' "$T/apt-cm.json" >"$T/other-cm.json" &&
+    curl -fsS -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
+        --data-binary "@$T/other-cm.json" "$REGISTRY_URL/v2/kiln/cache/manifests/other" >/dev/null 2>&1
+ok $? "(a tag that is not a step's is put in the cache repository)"
+ctags >"$T/gc-before"
+is "$(grep -c '^step-' "$T/gc-before")" 2 "(the cache repository holds 2 step tags)"
+"$KILN" gc --cache-repo "$CREPO" --max-age 36500 >"$T/gc1.out" 2>"$T/gc1.err"
+rc=$?
+ok $rc "kiln gc --cache-repo --max-age 36500 (exit $rc)"
+[ $rc -eq 0 ] || show "$T/gc1.err"
+is "$(tail -n 1 "$T/gc1.out")" "cache $CREPO: removed 0 of 2 step manifests (2 kept, 0 unreadable)" \
+    "... removes nothing younger than 100 years"
+"$KILN" gc --cache-repo "$CREPO" --max-age 0 --dry-run >"$T/gc2.out" 2>"$T/gc2.err"
+rc=$?
+ok $rc "kiln gc --cache-repo --max-age 0 --dry-run (exit $rc)"
+[ $rc -eq 0 ] || show "$T/gc2.err"
+is "$(grep -c "^would remove $CREPO:step-[0-9a-f]\{64\} (created " "$T/gc2.out")" 2 "... lists both steps"
+is "$(tail -n 1 "$T/gc2.out")" "cache $CREPO: would remove 2 of 2 step manifests (0 kept, 0 unreadable)" \
+    "... in its summary"
+ctags | cmp -s - "$T/gc-before"
+ok $? "... and removes nothing"
+"$KILN" gc --cache-repo "$CREPO" --max-age 0 >"$T/gc3.out" 2>"$T/gc3.err"
+rc=$?
+ok $rc "kiln gc --cache-repo --max-age 0 (exit $rc)"
+[ $rc -eq 0 ] || show "$T/gc3.err"
+is "$(tail -n 1 "$T/gc3.out")" "cache $CREPO: removed 2 of 2 step manifests (0 kept, 0 unreadable)" \
+    "... removes both step manifests"
+is "$(ctags | tr '\n' ' ')" "other " "... the step tags are gone, the other tag stays"
+"$KILN" build "$T/s1.yaml" --cache-repo "$CREPO" --data-dir "$T/cacheF" >"$T/cf.out" 2>"$T/cf.err"
+rc=$?
+ok $rc "a build with the pruned --cache-repo on a fresh data dir (exit $rc)"
+[ $rc -eq 0 ] || show "$T/cf.err"
+is "$(grep -c 'step [a-z]* ran in' "$T/cf.err")" 2 "... runs both steps again"
+"$KILN" gc --cache-repo "$CREPO" >/dev/null 2>&1
+is $? 2 "kiln gc --cache-repo without --max-age is a usage error"
+
 echo "1..$n"
 [ $fails -eq 0 ]

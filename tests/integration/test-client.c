@@ -18,6 +18,7 @@
  *   KT_NOAUTH2                    a second registry without auth (optional)
  *   KT_PROXY2, KT_PROXY2_LOG      a fault proxy in front of KT_NOAUTH2 and its log (optional)
  *   KT_KILN                       the kiln binary, for 'kiln copy' option checks (optional)
+ *   KT_NODELETE                   a registry without auth that refuses deletes (optional)
  * Output: TAP.
  */
 #include "util/common.h"
@@ -1668,6 +1669,215 @@ static void test_unreachable(void)
     kiln_registry_free(r);
 }
 
+/* ---- tags lists and manifest deletes ---------------------------------------------- */
+
+static bool strv_has(const struct kiln_strv *v, const char *s)
+{
+    for (size_t i = 0; i < v->n; i++)
+        if (!strcmp(v->v[i], s))
+            return true;
+    return false;
+}
+
+/* The pure parsers (tags pages, Link headers). */
+static void test_tags_parsers(void)
+{
+    struct kiln_strv v = KILN_STRV_INIT;
+    struct kiln_error *e = NULL;
+    const char *page = "{\"name\":\"a/b\",\"tags\":[\"v1\",\"latest\",\"step-x\"]}";
+    no_error(kiln_registry_parse_tags(page, strlen(page), &v, &e), 3, &e, "parse_tags: three tags");
+    ok(v.n == 3 && !strcmp(v.v[0], "v1") && !strcmp(v.v[2], "step-x"), "parse_tags: in order");
+    const char *none = "{\"name\":\"a/b\",\"tags\":null}";
+    no_error(kiln_registry_parse_tags(none, strlen(none), &v, &e), 0, &e,
+             "parse_tags: null tags are none");
+    const char *bad = "{\"tags\":[\"ok\",\"no/slash\"]}";
+    fails_with(kiln_registry_parse_tags(bad, strlen(bad), &v, &e), &e, KILN_EINVAL,
+               "invalid tag 'no/slash'", "parse_tags: an invalid tag is named");
+    const char *nul = "{\"tags\":[\"a\\u0000b\"]}";
+    fails_with(kiln_registry_parse_tags(nul, strlen(nul), &v, &e), &e, KILN_EINVAL, "tags list",
+               "parse_tags: a tag with a NUL is refused");
+    fails_with(kiln_registry_parse_tags("[1]", 3, &v, &e), &e, KILN_EINVAL, "not a JSON object",
+               "parse_tags: not an object");
+    fails_with(kiln_registry_parse_tags("{\"tags\":{}}", 11, &v, &e), &e, KILN_EINVAL,
+               "not an array", "parse_tags: tags not an array");
+    is_int(v.n, 3, "parse_tags: the list is untouched on failure");
+    kiln_strv_release(&v);
+
+    struct {
+        const char *value, *want;
+    } links[] = {
+        {"</v2/a/tags/list?n=2&last=b>; rel=\"next\"", "/v2/a/tags/list?n=2&last=b"},
+        {"<https://r.example/v2/x?last=a,b>;rel=next", "https://r.example/v2/x?last=a,b"},
+        {"</first>; rel=\"prev\", </second>; REL=\"last Next\"", "/second"},
+        {"</a>; title=\"x;rel=next\"", NULL},
+        {"</a>; rel=\"prev\"; rel=\"next\"", NULL},
+        {"</a b>; rel=next", NULL},
+        {"<>; rel=next", NULL},
+        {"</a>; rel=\"next", NULL},
+        {"/a; rel=next", NULL},
+        {"", NULL},
+    };
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(links); i++) {
+        char *got = kiln_registry_link_next(links[i].value);
+        ok(links[i].want ? got && !strcmp(got, links[i].want) : !got, "link_next '%s': %s",
+           links[i].value, links[i].want ? links[i].want : "none");
+        free(got);
+    }
+}
+
+static void test_tags_delete(const char *host, const char *nodelete)
+{
+    struct kiln_error *e = NULL;
+    struct kiln_registry *r = open_reg(host, NULL, NULL, 0, 3);
+    struct kiln_strv v = KILN_STRV_INIT;
+    no_error(kiln_registry_tags_list(r, "kt/no-such-repo", &v, &e), 0, &e,
+             "tags: an unknown repository (404 NAME_UNKNOWN) ...");
+    is_int(v.n, 0, "... is an empty list");
+
+    struct blob config, layer;
+    make_blob(&config, "tags-config", 300, 41);
+    make_blob(&layer, "tags-layer", 2000, 42);
+    int rc = kiln_registry_blob_push(r, "kt/tags", layer.digest, layer.fd, layer.size, NULL, &e);
+    if (rc >= 0)
+        rc = kiln_registry_blob_push(r, "kt/tags", config.digest, config.fd, config.size, NULL, &e);
+    _cleanup_free_ char *man = make_manifest(&config, &layer);
+    for (int i = 0; rc >= 0 && i < 23; i++) {
+        char tag[16];
+        snprintf(tag, sizeof(tag), "t%02d", i);
+        rc =
+            kiln_registry_manifest_put(r, "kt/tags", tag, OCI_MANIFEST, man, strlen(man), NULL, &e);
+    }
+    /* a second manifest (another layer list) under its own tag, to delete */
+    _cleanup_free_ char *man2 = kiln_xasprintf(
+        "{\"schemaVersion\":2,\"mediaType\":\"%s\",\"config\":{\"mediaType\":\"application/"
+        "vnd.oci.image.config.v1+json\",\"digest\":\"%s\",\"size\":%llu},\"layers\":[]}",
+        OCI_MANIFEST, config.digest, (unsigned long long)config.size);
+    char *del = NULL;
+    if (rc >= 0)
+        rc = kiln_registry_manifest_put(r, "kt/tags", "del", OCI_MANIFEST, man2, strlen(man2), &del,
+                                        &e);
+    no_error(rc, 0, &e, "tags: push 23 tags of one manifest and one of another");
+
+    no_error(kiln_registry_tags_list_n(r, "kt/tags", 7, &v, &e), 0, &e,
+             "tags: list with pages of 7 (docker-registry 2.8 ignores n: one page)");
+    bool all = v.n == 24 && strv_has(&v, "del");
+    for (int i = 0; all && i < 23; i++) {
+        char tag[16];
+        snprintf(tag, sizeof(tag), "t%02d", i);
+        all = strv_has(&v, tag);
+    }
+    ok(all, "tags: the 24 tags, each once (got %zu)", v.n);
+    kiln_strv_release(&v);
+
+    no_error(kiln_registry_manifest_delete(r, "kt/tags", del ? del : "", &e), 0, &e,
+             "delete: the manifest, by digest (202)");
+    struct kiln_registry_manifest m = KILN_REGISTRY_MANIFEST_INIT;
+    fails_with(kiln_registry_manifest_get(r, "kt/tags", del ? del : "", NULL, &m, &e), &e,
+               KILN_ENOTFOUND, "(HTTP 404)", "delete: then GET by digest is 404");
+    fails_with(kiln_registry_manifest_get(r, "kt/tags", "del", NULL, &m, &e), &e, KILN_ENOTFOUND,
+               "(HTTP 404)", "delete: ... and its tag is gone");
+    no_error(kiln_registry_tags_list(r, "kt/tags", &v, &e), 0, &e, "tags: list again");
+    ok(v.n == 23 && !strv_has(&v, "del"), "tags: 'del' is no longer listed (%zu tags)", v.n);
+    kiln_strv_release(&v);
+    fails_with(kiln_registry_manifest_delete(r, "kt/tags", del ? del : "", &e), &e, KILN_ENOTFOUND,
+               "manifest '", "delete: again is -KILN_ENOTFOUND");
+    fails_with(kiln_registry_manifest_delete(r, "kt/tags", "t00", &e), &e, KILN_EINVAL,
+               "invalid digest 't00'", "delete: by tag is refused (a digest is wanted)");
+    no_error(kiln_registry_manifest_head(r, "kt/tags", "t00", NULL, &m, &e), 1, &e,
+             "delete: the other manifest's tags stay");
+    kiln_registry_manifest_release(&m);
+    free(del);
+
+    if (nodelete) {
+        struct kiln_registry *nd = open_reg(nodelete, NULL, NULL, 0, 2);
+        char *d = NULL;
+        rc = kiln_registry_blob_push(nd, "kt/nd", layer.digest, layer.fd, layer.size, NULL, &e);
+        if (rc >= 0)
+            rc = kiln_registry_blob_push(nd, "kt/nd", config.digest, config.fd, config.size, NULL,
+                                         &e);
+        if (rc >= 0)
+            rc = kiln_registry_manifest_put(nd, "kt/nd", "x", OCI_MANIFEST, man, strlen(man), &d,
+                                            &e);
+        no_error(rc, 0, &e, "nodelete: push an image");
+        fails_with(kiln_registry_manifest_delete(nd, "kt/nd", d ? d : "", &e), &e,
+                   KILN_EUNSUPPORTED,
+                   "does not allow deletes (HTTP 405; docker-registry: "
+                   "storage.delete.enabled)",
+                   "nodelete: a registry without deletes: -KILN_EUNSUPPORTED, saying so");
+        no_error(kiln_registry_manifest_head(nd, "kt/nd", "x", NULL, &m, &e), 1, &e,
+                 "nodelete: the manifest is still there");
+        kiln_registry_manifest_release(&m);
+        free(d);
+        kiln_registry_free(nd);
+    } else {
+        ok(1, "# SKIP no registry without deletes");
+    }
+    blob_close(&config);
+    blob_close(&layer);
+    kiln_registry_free(r);
+}
+
+/* Pagination against the fake registry of test-client.sh (Basic u:p). */
+static void test_tags_pages(const char *host, const char *log)
+{
+    struct kiln_error *e = NULL;
+    struct kiln_registry *r = open_reg(host, "u", "p", 0, 2);
+    struct kiln_strv v = KILN_STRV_INIT;
+    int before = count_lines(log, "registry /v2/kt/paged/tags/list", "auth=yes");
+    no_error(kiln_registry_tags_list_n(r, "kt/paged", 5, &v, &e), 0, &e,
+             "pages: a registry that pages by n and last, pages of 5");
+    bool good = v.n == 23;
+    for (size_t i = 0; good && i < v.n; i++) {
+        char want[32];
+        snprintf(want, sizeof(want), "p%02zu", i);
+        good = !strcmp(v.v[i], want);
+    }
+    ok(good, "pages: the 23 tags in order (got %zu)", v.n);
+    is_int(count_lines(log, "registry /v2/kt/paged/tags/list", "auth=yes") - before, 5,
+           "pages: in 5 requests (5+5+5+5+3)");
+    kiln_strv_release(&v);
+
+    no_error(kiln_registry_tags_list_n(r, "kt/paged", 23, &v, &e), 0, &e,
+             "pages: exactly one full page ...");
+    is_int(v.n, 23, "... then an empty one: 23 tags");
+    kiln_strv_release(&v);
+
+    before = count_lines(log, "registry /v2/kt/nolast/tags/list", "auth=yes");
+    no_error(kiln_registry_tags_list_n(r, "kt/nolast", 5, &v, &e), 0, &e,
+             "pages: a registry that ignores last ...");
+    ok(v.n == 5 && count_lines(log, "registry /v2/kt/nolast/tags/list", "auth=yes") - before == 2,
+       "... stops when a page brings nothing new (5 tags, 2 requests)");
+    kiln_strv_release(&v);
+
+    before = count_lines(log, "registry /v2/kt/linked/tags/list", "auth=yes");
+    no_error(kiln_registry_tags_list_n(r, "kt/linked", 5, &v, &e), 0, &e,
+             "pages: a registry that pages by Link only (4 a page, a cursor) ...");
+    good = v.n == 23;
+    for (size_t i = 0; good && i < v.n; i++) {
+        char want[32];
+        snprintf(want, sizeof(want), "p%02zu", i);
+        good = !strcmp(v.v[i], want);
+    }
+    ok(good, "... all 23 tags in order (got %zu)", v.n);
+    is_int(count_lines(log, "registry /v2/kt/linked/tags/list", "auth=yes") - before, 6,
+           "... in 6 requests, each the Link of the one before");
+    kiln_strv_release(&v);
+
+    before = count_lines(log, "registry /v2/kt/offsite/tags/list", "auth=yes");
+    no_error(kiln_registry_tags_list_n(r, "kt/offsite", 5, &v, &e), 0, &e,
+             "pages: a Link to another origin ...");
+    ok(v.n == 4 && count_lines(log, "registry /v2/kt/offsite/tags/list", "auth=yes") - before == 1,
+       "... is not followed (4 tags, 1 request, the short page ends the list)");
+    kiln_strv_release(&v);
+
+    kiln_strv_push(&v, "kept");
+    fails_with(kiln_registry_tags_list(r, "kt/badtag", &v, &e), &e, KILN_EINVAL,
+               "invalid tag 'bad tag' in the tags list", "pages: an invalid tag fails, named");
+    ok(v.n == 1, "pages: the list is untouched on failure");
+    kiln_strv_release(&v);
+    kiln_registry_free(r);
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -1686,6 +1896,8 @@ int main(void)
         return 0;
     }
     test_unreachable();
+    test_tags_parsers();
+    test_tags_delete(noauth, env("KT_NODELETE"));
     test_noauth(noauth, env("KT_NOAUTH_DIR") ? env("KT_NOAUTH_DIR") : "/nonexistent");
     test_hint_plain(noauth);
     test_threads(noauth, NULL, NULL, "noauth");
@@ -1711,8 +1923,10 @@ int main(void)
         test_cli_chunk(env("KT_KILN"), noauth, env("KT_NOAUTH2"));
     else
         ok(1, "# SKIP no kiln binary: no 'kiln copy' option tests");
-    if (env("KT_REDIRECT"))
+    if (env("KT_REDIRECT")) {
         test_redirect(env("KT_REDIRECT"), env("KT_REDIRECT_BLOB"), env("KT_REDIRECT_LOG"));
+        test_tags_pages(env("KT_REDIRECT"), env("KT_REDIRECT_LOG"));
+    }
     if (env("KT_BASIC"))
         test_basic(env("KT_BASIC"), env("KT_USER"), env("KT_PASSWORD"));
     if (env("KT_TOKEN"))

@@ -40,6 +40,15 @@ if [ -f "$REGISTRY_LIB/faultproxy.py" ]; then
     export KT_PROXY KT_PROXY_LOG
 fi
 
+# a registry that refuses deletes (storage.delete.enabled false, through
+# docker-registry's environment override of its configuration)
+REGISTRY_STORAGE_DELETE_ENABLED=false
+export REGISTRY_STORAGE_DELETE_ENABLED
+registry_start noauth || bail "cannot start a registry without deletes"
+unset REGISTRY_STORAGE_DELETE_ENABLED
+KT_NODELETE=$REGISTRY
+export KT_NODELETE
+
 registry_start basic || bail "cannot start a registry with Basic auth"
 KT_BASIC=$REGISTRY
 export KT_BASIC
@@ -108,7 +117,7 @@ if command -v openssl >/dev/null 2>&1 &&
         -keyout "$T/key.pem" -out "$T/cert.pem" >/dev/null 2>&1; then
     head -c 200000 /dev/urandom >"$T/blob"
     cat >"$T/redirector.py" <<'PY'
-import base64, hashlib, ssl, sys, threading
+import base64, hashlib, json, ssl, sys, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 blob = open(sys.argv[1], "rb").read()
@@ -168,6 +177,47 @@ class Registry(BaseHTTPRequestHandler):
             self.reply(401, [("WWW-Authenticate", 'Basic realm="fake"')])
         elif self.path == "/v2/":
             self.reply(200)
+        elif self.path.startswith("/v2/kt/paged/tags/list") or \
+                self.path.startswith("/v2/kt/nolast/tags/list") or \
+                self.path.startswith("/v2/kt/badtag/tags/list"):
+            # tags lists: kt/paged honours n and last (distribution spec), kt/nolast
+            # honours n only, kt/badtag names an invalid tag
+            q = dict(p.split("=", 1) for p in self.path.split("?", 1)[-1].split("&") if "=" in p)
+            tags = ["p%02d" % i for i in range(23)]
+            if "/badtag/" in self.path:
+                tags = ["ok", "bad tag"]
+            if "/paged/" in self.path and "last" in q:
+                tags = [t for t in tags if t > q["last"]]
+            n = int(q.get("n", "1000"))
+            hdrs = [("Content-Type", "application/json")]
+            if len(tags) > n:
+                tags = tags[:n]
+                repo = self.path.split("/tags/list", 1)[0]
+                hdrs.append(("Link", '<%s/tags/list?n=%d&last=%s>; rel="next"' % (repo, n, tags[-1])))
+            body = json.dumps({"name": "kt/x", "tags": tags}).encode()
+            self.send_response(200)
+            for k, v in hdrs: self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.path.startswith("/v2/kt/linked/tags/list") or \
+                self.path.startswith("/v2/kt/offsite/tags/list"):
+            # tags lists paged by Link only, 4 tags a page whatever n says, with an
+            # opaque cursor; kt/offsite's Link leads to another origin
+            q = dict(p.split("=", 1) for p in self.path.split("?", 1)[-1].split("&") if "=" in p)
+            tags = ["p%02d" % i for i in range(23)]
+            k = int(q.get("cursor", "0"))
+            hdrs = [("Content-Type", "application/json")]
+            if k + 4 < len(tags):
+                where = "http://127.0.0.2:1" if "/offsite/" in self.path else ""
+                hdrs.append(("Link", '<%s/v2/kt/%s/tags/list?cursor=%d>; rel="next"' %
+                             (where, "offsite" if where else "linked", k + 4)))
+            body = json.dumps({"name": "kt/x", "tags": tags[k:k + 4]}).encode()
+            self.send_response(200)
+            for k2, v in hdrs: self.send_header(k2, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
         elif self.path == "/v2/kt/r/blobs/" + digest:
             self.reply(307, [("Location", "http://127.0.0.1:%d/bucket/obj?X-Sig=s3cr3t" % ports["s"])])
         else:

@@ -185,10 +185,80 @@ static void test_manifest(void)
     free(big);
 }
 
+/* kiln_stepcache_config_created(): any key and kind, the same other checks. */
+static void test_config_created(void)
+{
+    struct kiln_step_record rec = record();
+    struct kiln_buf b = KILN_BUF_INIT;
+    struct kiln_error *err = NULL;
+    is_int(kiln_stepcache_config_make(KEY2, "pip", "RUN x", &rec, "1", &b, &err), 0,
+           "created: a config made");
+    struct kiln_step_record got;
+    memset(&got, 0, sizeof(got));
+    char key[KILN_STEPCACHE_KEY_BUFSZ] = "untouched";
+    is_int(kiln_stepcache_config_created(b.buf, b.len, key, &got, &err), 0,
+           "created: read without knowing the key or kind");
+    is_str(key, KEY2, "created: the key");
+    is_str(got.created, "2024-05-06T07:08:09Z", "created: the time");
+    is_str(got.digest, "", "created: the layer fields are untouched");
+    kiln_buf_release(&b);
+
+    static const char *const bad[] = {
+        "{\"key\":\"ABC\",\"kind\":\"apt\",\"diff_id\":\"" DIFF "\",\"created\":"
+        "\"2024-05-06T07:08:09Z\"}",
+        "{\"kind\":\"apt\",\"diff_id\":\"" DIFF "\",\"created\":\"2024-05-06T07:08:09Z\"}",
+        "{\"key\":\"" KEY "\",\"kind\":\"apt\",\"diff_id\":\"" DIFF "\",\"created\":\"soon\"}",
+        "{\"key\":\"" KEY "\",\"kind\":\"apt\",\"created\":\"2024-05-06T07:08:09Z\"}",
+        "[]",
+        NULL,
+    };
+    for (size_t i = 0; bad[i]; i++) {
+        ok(kiln_stepcache_config_created(bad[i], strlen(bad[i]), key, &got, &err) == -KILN_EINVAL,
+           "created: bad config %zu refused: %s", i, err ? err->msg : "");
+        kiln_error_free(err);
+        err = NULL;
+    }
+    is_str(key, KEY2, "created: the key is untouched on failure");
+    const char *nokind = "{\"key\":\"" KEY "\",\"diff_id\":\"" DIFF "\",\"created\":"
+                         "\"2024-05-06T07:08:09Z\"}";
+    is_int(kiln_stepcache_config_created(nokind, strlen(nokind), key, &got, &err), 0,
+           "created: the kind is not checked");
+    size_t n = KILN_STEPCACHE_CONFIG_MAX + 1;
+    char *big = kiln_xmalloc(n);
+    memset(big, ' ', n);
+    is_int(kiln_stepcache_config_created(big, n, key, &got, &err), -KILN_ETOOBIG,
+           "created: the size cap");
+    kiln_error_free(err);
+    free(big);
+
+    struct {
+        const char *s;
+        int rc;
+        int64_t t;
+    } times[] = {
+        {"1970-01-01T00:00:00Z", 0, 0},
+        {"2024-05-06T07:08:09Z", 0, 1714979289},
+        {"2024-05-06T07:08:09.999Z", 0, 1714979289},
+        {"2024-05-06T09:08:09+02:00", 0, 1714979289},
+        {"2024-05-06T05:38:09-01:30", 0, 1714979289},
+        {"2024-13-06T07:08:09Z", -1, 0},
+        {"2024-05-06T24:08:09Z", -1, 0},
+        {"2024-05-06 07:08:09Z", -1, 0},
+        {"", -1, 0},
+    };
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(times); i++) {
+        int64_t t = 42;
+        int rc = kiln_stepcache_created_time(times[i].s, &t);
+        ok(rc == times[i].rc && (rc < 0 ? t == 42 : t == times[i].t), "created_time '%s': %lld",
+           times[i].s, (long long)t);
+    }
+}
+
 int main(void)
 {
     test_tag();
     test_config();
+    test_config_created();
     test_manifest();
     return tap_done();
 }
