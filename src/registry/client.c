@@ -148,6 +148,13 @@ static int check_digest(const char *digest, struct kiln_error **err)
     return 0;
 }
 
+/* check_repo() and check_digest() of a request's arguments. */
+static int check_repo_digest(const char *repo, const char *digest, struct kiln_error **err)
+{
+    int rc = check_repo(repo, err);
+    return rc < 0 ? rc : check_digest(digest, err);
+}
+
 /* A tag or a digest; *ret_is_digest tells which. */
 static int check_ref(const char *ref, bool *ret_is_digest, struct kiln_error **err)
 {
@@ -1007,10 +1014,7 @@ out:
 int kiln_registry_manifest_delete(struct kiln_registry *r, const char *repo, const char *digest,
                                   struct kiln_error **err)
 {
-    int rc = check_repo(repo, err);
-    if (rc < 0)
-        return rc;
-    rc = check_digest(digest, err);
+    int rc = check_repo_digest(repo, digest, err);
     if (rc < 0)
         return rc;
     _cleanup_free_ char *url = kiln_xasprintf("%s/v2/%s/manifests/%s", r->base, repo, digest);
@@ -1224,10 +1228,7 @@ static long resume_delay(int n)
 int kiln_registry_blob_head(struct kiln_registry *r, const char *repo, const char *digest,
                             uint64_t *ret_size, struct kiln_error **err)
 {
-    int rc = check_repo(repo, err);
-    if (rc < 0)
-        return rc;
-    rc = check_digest(digest, err);
+    int rc = check_repo_digest(repo, digest, err);
     if (rc < 0)
         return rc;
     _cleanup_free_ char *url = kiln_xasprintf("%s/v2/%s/blobs/%s", r->base, repo, digest);
@@ -1354,10 +1355,7 @@ int kiln_registry_blob_get_range(struct kiln_registry *r, const char *repo, cons
     if (size >= 0 && offset > (uint64_t)size)
         return kiln_error_set(err, KILN_EINVAL, 0, "blob offset %llu is past its %lld bytes",
                               (unsigned long long)offset, (long long)size);
-    int rc = check_repo(repo, err);
-    if (rc < 0)
-        return rc;
-    rc = check_digest(digest, err);
+    int rc = check_repo_digest(repo, digest, err);
     if (rc < 0)
         return rc;
     if (size >= 0 && offset > 0 && offset == (uint64_t)size) {
@@ -1890,10 +1888,7 @@ static void drop_session(struct kiln_upload **u)
 int kiln_registry_blob_push(struct kiln_registry *r, const char *repo, const char *digest, int fd,
                             uint64_t size, const char *mount_from, struct kiln_error **err)
 {
-    int rc = check_repo(repo, err);
-    if (rc < 0)
-        return rc;
-    rc = check_digest(digest, err);
+    int rc = check_repo_digest(repo, digest, err);
     if (rc < 0)
         return rc;
     _cleanup_free_ char *what = kiln_xasprintf("blob '%s/%s@%s'", r->name, repo, digest);
