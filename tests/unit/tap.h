@@ -12,14 +12,31 @@
 static int tap_n;
 static int tap_failed;
 
+/* The description on the test's own line: control characters escaped, so that
+ * a newline in it cannot start a line TAP does not know. */
+static void tap_print_escaped(const char *s)
+{
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '\n')
+            fputs("\\n", stdout);
+        else if (c < 0x20 || c == 0x7f)
+            printf("\\x%02x", c);
+        else
+            putchar(c);
+    }
+}
+
 __attribute__((format(printf, 2, 3))) static int ok(int cond, const char *fmt, ...)
 {
     va_list ap;
+    char desc[4096];
     tap_n++;
     printf("%s %d - ", cond ? "ok" : "not ok", tap_n);
     va_start(ap, fmt);
-    vprintf(fmt, ap);
+    vsnprintf(desc, sizeof(desc), fmt, ap);
     va_end(ap);
+    tap_print_escaped(desc);
     printf("\n");
     if (!cond)
         tap_failed++;
@@ -45,8 +62,8 @@ __attribute__((unused)) static void tap_comment(const char *label, const char *s
     putchar('\'');
     for (; *s; s++) {
         putchar(*s);
-        if (*s == '\n' && s[1])
-            printf("#        ");
+        if (*s == '\n')
+            printf("#        "); /* the next line (or the closing quote) stays a comment */
     }
     printf("'\n");
 }
