@@ -1817,6 +1817,18 @@ static void test_tags_delete(const char *host, const char *nodelete)
     kiln_registry_free(r);
 }
 
+/* The fake registry's 23 tags, p00 to p22, in order. */
+static bool tags_p00_p22(const struct kiln_strv *v)
+{
+    bool good = v->n == 23;
+    for (size_t i = 0; good && i < v->n; i++) {
+        char want[32];
+        snprintf(want, sizeof(want), "p%02zu", i);
+        good = !strcmp(v->v[i], want);
+    }
+    return good;
+}
+
 /* Pagination against the fake registry of test-client.sh (Basic u:p). */
 static void test_tags_pages(const char *host, const char *log)
 {
@@ -1826,13 +1838,7 @@ static void test_tags_pages(const char *host, const char *log)
     int before = count_lines(log, "registry /v2/kt/paged/tags/list", "auth=yes");
     no_error(kiln_registry_tags_list_n(r, "kt/paged", 5, &v, &e), 0, &e,
              "pages: a registry that pages by n and last, pages of 5");
-    bool good = v.n == 23;
-    for (size_t i = 0; good && i < v.n; i++) {
-        char want[32];
-        snprintf(want, sizeof(want), "p%02zu", i);
-        good = !strcmp(v.v[i], want);
-    }
-    ok(good, "pages: the 23 tags in order (got %zu)", v.n);
+    ok(tags_p00_p22(&v), "pages: the 23 tags in order (got %zu)", v.n);
     is_int(count_lines(log, "registry /v2/kt/paged/tags/list", "auth=yes") - before, 5,
            "pages: in 5 requests (5+5+5+5+3)");
     kiln_strv_release(&v);
@@ -1852,13 +1858,7 @@ static void test_tags_pages(const char *host, const char *log)
     before = count_lines(log, "registry /v2/kt/linked/tags/list", "auth=yes");
     no_error(kiln_registry_tags_list_n(r, "kt/linked", 5, &v, &e), 0, &e,
              "pages: a registry that pages by Link only (4 a page, a cursor) ...");
-    good = v.n == 23;
-    for (size_t i = 0; good && i < v.n; i++) {
-        char want[32];
-        snprintf(want, sizeof(want), "p%02zu", i);
-        good = !strcmp(v.v[i], want);
-    }
-    ok(good, "... all 23 tags in order (got %zu)", v.n);
+    ok(tags_p00_p22(&v), "... all 23 tags in order (got %zu)", v.n);
     is_int(count_lines(log, "registry /v2/kt/linked/tags/list", "auth=yes") - before, 6,
            "... in 6 requests, each the Link of the one before");
     kiln_strv_release(&v);

@@ -1018,6 +1018,26 @@ static int count_str(const char *hay, const char *needle)
     return n;
 }
 
+/*
+ * GET `logp`?download=1 of job `id` (of spec `spec`): an attachment named
+ * SPEC-REVISION.log holding `want`.
+ */
+static void download_is(const char *logp, int64_t id, const char *spec, const char *want,
+                        const char *what)
+{
+    _cleanup_free_ char *dl = kiln_xasprintf("%s?download=1", logp);
+    struct resp r = request("GET", dl, NULL);
+    _cleanup_free_ char *cd = header_of(&r, "Content-Disposition");
+    struct kiln_store_job j = {0};
+    kiln_store_job_get(st, id, &j, NULL);
+    _cleanup_free_ char *want_cd =
+        kiln_xasprintf("attachment; filename=\"%s-%s.log\"", spec, j.revision);
+    kiln_store_job_release(&j);
+    is_str(cd, want_cd, "%s: Content-Disposition", what);
+    is_str(r.body.buf, want, "%s: the whole log", what);
+    resp_release(&r);
+}
+
 static void test_logs(void)
 {
     int64_t id = put_spec("logs", "curl");
@@ -1063,17 +1083,7 @@ static void test_logs(void)
     is_int(r.status, 400, "?tail=x: 400");
     resp_release(&r);
 
-    _cleanup_free_ char *dl = kiln_xasprintf("%s?download=1", logp);
-    r = request("GET", dl, NULL);
-    _cleanup_free_ char *cd = header_of(&r, "Content-Disposition");
-    struct kiln_store_job j = {0};
-    kiln_store_job_get(st, id, &j, NULL);
-    _cleanup_free_ char *want_cd =
-        kiln_xasprintf("attachment; filename=\"logs-%s.log\"", j.revision);
-    kiln_store_job_release(&j);
-    is_str(cd, want_cd, "?download=1: Content-Disposition");
-    is_str(r.body.buf, text.buf, "with the whole log");
-    resp_release(&r);
+    download_is(logp, id, "logs", text.buf, "?download=1");
 
     /* follow and SSE while the job runs; they end when it finishes through the store */
     _cleanup_free_ char *follow = kiln_xasprintf("%s?follow=1&tail=2", logp);
@@ -1226,17 +1236,7 @@ static void test_logs_from_store(void)
     is_str(r.body.buf, text.buf, "stored: ?tail=99: all of it");
     resp_release(&r);
 
-    _cleanup_free_ char *dl = kiln_xasprintf("%s?download=1", logp);
-    r = request("GET", dl, NULL);
-    _cleanup_free_ char *cd = header_of(&r, "Content-Disposition");
-    struct kiln_store_job j = {0};
-    kiln_store_job_get(st, id, &j, NULL);
-    _cleanup_free_ char *want_cd =
-        kiln_xasprintf("attachment; filename=\"stored-%s.log\"", j.revision);
-    kiln_store_job_release(&j);
-    is_str(cd, want_cd, "stored: ?download=1: Content-Disposition");
-    is_str(r.body.buf, text.buf, "stored: ?download=1: the whole log");
-    resp_release(&r);
+    download_is(logp, id, "stored", text.buf, "stored: ?download=1");
 
     _cleanup_free_ char *follow = kiln_xasprintf("%s?follow=1", logp);
     int64_t t0 = mono_ms();
