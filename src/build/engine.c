@@ -25,6 +25,7 @@
 #include "spec/revision.h"
 #include "store/blobstore.h"
 #include "store/layerstore.h"
+#include "util/buf.h"
 #include "util/fs.h"
 #include "util/sha256.h"
 #include "kiln/version.h"
@@ -353,14 +354,6 @@ static void remove_build_dir(struct ctx *c)
 
 /* ---- the base image ------------------------------------------------------------- */
 
-static int config_sink(void *ud, const void *data, size_t len, struct kiln_error **err)
-{
-    struct kiln_buf *b = ud;
-    if (kiln_buf_add(b, data, len) < 0)
-        return kiln_buf_finish(b, "config blob", err);
-    return 0;
-}
-
 /*
  * The base's config: from the blob store when an earlier build kept it (it
  * is content-addressed and was checked when stored), else from the registry
@@ -398,7 +391,7 @@ static int base_config(struct ctx *c, struct kiln_error **err)
                 return r;
         }
         int r = kiln_registry_blob_get(c->base_reg, c->base_ref.path, d->digest, d->size,
-                                       config_sink, &b, NULL, err);
+                                       kiln_buf_sink, &b, NULL, err);
         if (r < 0)
             return kiln_error_prefix(err, "config %s", d->digest);
         (void)kiln_blobstore_put(c->bs, b.buf, b.len, d->digest, NULL, NULL);
@@ -897,14 +890,6 @@ static int cache_setup(struct ctx *c, struct kiln_error **err)
     return kiln_registry_new(c->cache_ref.domain, &c->cache_ro, &c->cache_reg, err);
 }
 
-static int buf_sink(void *ud, const void *data, size_t len, struct kiln_error **err)
-{
-    struct kiln_buf *b = ud;
-    if (kiln_buf_add(b, data, len) < 0)
-        return kiln_buf_finish(b, "step config", err);
-    return 0;
-}
-
 /* The diff_id of a blob of the store, by decompressing it. */
 static int blob_diff_id(struct ctx *c, const char *digest, char out[72], struct kiln_error **err)
 {
@@ -959,8 +944,8 @@ static int cache_fetch(struct ctx *c, size_t i, struct kiln_step_record *rec, in
 
     _cleanup_(kiln_buf_release) struct kiln_buf cb = KILN_BUF_INIT;
     kiln_buf_init(&cb, KILN_STEPCACHE_CONFIG_MAX);
-    r = kiln_registry_blob_get(c->cache_reg, repo, cfg_digest, (int64_t)cfg_size, buf_sink, &cb,
-                               NULL, err);
+    r = kiln_registry_blob_get(c->cache_reg, repo, cfg_digest, (int64_t)cfg_size, kiln_buf_sink,
+                               &cb, NULL, err);
     if (r < 0)
         return kiln_error_prefix(err, "step config");
     r = kiln_stepcache_config_parse(cb.buf, cb.len, st->key, kiln_step_name(st), rec, err);

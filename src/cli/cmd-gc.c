@@ -90,14 +90,6 @@ static void cache_unreadable(struct cache_gc *g, const char *tag, struct kiln_er
     *err = NULL;
 }
 
-static int config_sink(void *ud, const void *data, size_t len, struct kiln_error **err)
-{
-    struct kiln_buf *b = ud;
-    if (kiln_buf_add(b, data, len) < 0)
-        return kiln_buf_finish(b, "step config", err);
-    return 0;
-}
-
 /*
  * One step- tag: 0 when done with it (removed, kept or reported), or the
  * error of a delete the registry refused.
@@ -119,8 +111,8 @@ static int cache_gc_tag(struct cache_gc *g, const char *tag, struct kiln_error *
         r = kiln_stepcache_manifest_parse(m.data, m.len, m.media_type, cfg_digest, &cfg_size, &rec,
                                           err);
     if (r >= 0)
-        r = kiln_registry_blob_get(g->reg, g->path, cfg_digest, (int64_t)cfg_size, config_sink, &cb,
-                                   NULL, err);
+        r = kiln_registry_blob_get(g->reg, g->path, cfg_digest, (int64_t)cfg_size, kiln_buf_sink,
+                                   &cb, NULL, err);
     if (r >= 0)
         r = kiln_stepcache_config_created(cb.buf, cb.len, key, &rec, err);
     if (r >= 0 && strcmp(key, tag + strlen(KILN_STEPCACHE_TAG_PREFIX)) != 0)

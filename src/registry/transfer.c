@@ -1556,14 +1556,6 @@ void kiln_image_info_release(struct kiln_image_info *info)
     *info = (struct kiln_image_info)KILN_IMAGE_INFO_INIT;
 }
 
-static int buf_sink_write(void *ud, const void *data, size_t len, struct kiln_error **err)
-{
-    struct kiln_buf *b = ud;
-    if (kiln_buf_add(b, data, len) < 0)
-        return kiln_buf_finish(b, "config blob", err);
-    return 0;
-}
-
 static int inspect(struct xfer *x, enum kiln_inspect_depth depth_wanted,
                    struct kiln_image_info *info, struct kiln_error **err)
 {
@@ -1646,7 +1638,7 @@ static int inspect(struct xfer *x, enum kiln_inspect_depth depth_wanted,
                               c->digest, (long long)c->size, KILN_IMAGE_CONFIG_MAX_SIZE);
     _cleanup_(kiln_buf_release) struct kiln_buf b = KILN_BUF_INIT;
     kiln_buf_init(&b, KILN_IMAGE_CONFIG_MAX_SIZE);
-    rc = kiln_registry_blob_get(x->src.reg, x->src.repo, c->digest, c->size, buf_sink_write, &b,
+    rc = kiln_registry_blob_get(x->src.reg, x->src.repo, c->digest, c->size, kiln_buf_sink, &b,
                                 NULL, err);
     if (rc < 0)
         return rc;

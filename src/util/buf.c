@@ -134,3 +134,11 @@ char *kiln_buf_detach(struct kiln_buf *b, size_t *ret_len)
     kiln_buf_init(b, b->max);
     return p;
 }
+
+int kiln_buf_sink(void *ud, const void *data, size_t len, struct kiln_error **err)
+{
+    struct kiln_buf *b = ud;
+    if (kiln_buf_add(b, data, len) < 0)
+        return kiln_buf_finish(b, "blob", err);
+    return 0;
+}

@@ -66,6 +66,13 @@ void kiln_buf_truncate(struct kiln_buf *b, size_t len);
 int kiln_buf_finish(struct kiln_buf *b, const char *what, struct kiln_error **err);
 
 /*
+ * A write sink (the shape of the registry client's blob and body sinks)
+ * appending to the kiln_buf `ud`: 0, or at its cap kiln_buf_finish()'s
+ * -KILN_ETOOBIG naming it "blob".
+ */
+int kiln_buf_sink(void *ud, const void *data, size_t len, struct kiln_error **err);
+
+/*
  * Hand the contents over: returns a malloc'd NUL-terminated string (never
  * NULL), stores its length in *ret_len when not NULL, and leaves the buffer
  * empty. The caller frees the result.

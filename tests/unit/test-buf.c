@@ -43,6 +43,19 @@ int main(void)
     kiln_error_free(err);
     err = NULL;
     is_int(kiln_buf_finish(&c, "thing", &err), 0, "reported once only");
+
+    /* the write sink */
+    struct kiln_buf k;
+    kiln_buf_init(&k, 6);
+    is_int(kiln_buf_sink(&k, "abc", 3, &err), 0, "sink: appends");
+    is_int(kiln_buf_sink(&k, "def", 3, &err), 0, "sink: up to the cap");
+    is_str(k.buf, "abcdef", "sink: the content");
+    is_int(kiln_buf_sink(&k, "g", 1, &err), -KILN_ETOOBIG, "sink: past the cap fails");
+    ok(err && strstr(err->msg, "blob: larger than 6 bytes") != NULL, "sink: message: %s",
+       err ? err->msg : "");
+    kiln_error_free(err);
+    err = NULL;
+    kiln_buf_release(&k);
     ok(err == NULL, "no error object the second time");
     kiln_buf_release(&c);
     ok(c.max == 8 && c.len == 0, "release keeps the cap");
