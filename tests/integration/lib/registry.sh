@@ -99,7 +99,7 @@ _registry_wait_file() {
 
 # _registry_kill PID: SIGTERM, wait up to 5 s, then SIGKILL; reap it.
 _registry_kill() {
-    kill "$1" 2>/dev/null || { wait "$1" 2>/dev/null; return 0; }
+    kill "$1" 2>/dev/null || { wait "$1" 2>/dev/null || true; return 0; }
     _i=0
     while kill -0 "$1" 2>/dev/null; do
         _i=$((_i + 1))
@@ -109,7 +109,7 @@ _registry_kill() {
         fi
         sleep 0.1
     done
-    wait "$1" 2>/dev/null
+    wait "$1" 2>/dev/null || true
     return 0
 }
 

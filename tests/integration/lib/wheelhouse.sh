@@ -132,7 +132,7 @@ wheelhouse_stop() {
             sleep 0.1
         done
     fi
-    wait "$WHEELHOUSE_PID" 2>/dev/null
+    wait "$WHEELHOUSE_PID" 2>/dev/null || true
     WHEELHOUSE_PID=
     unset WHEELHOUSE WHEELHOUSE_URL
     return 0
