@@ -18,21 +18,27 @@ static const char copy_help[] =
     "\n"
     "Blobs already at the destination are skipped (a HEAD each); within one\n"
     "registry they are mounted from the source repository; between registries\n"
-    "each blob is streamed, the upload following the download. Manifests are\n"
-    "written last, so a failed copy never leaves a tag behind. From an image\n"
-    "index only the manifest of --platform is copied, unless --all. The\n"
-    "digest of what DST names is printed on stdout.\n"
+    "each blob is streamed, the upload following the download: between two\n"
+    "plain-HTTP registries (loopback, --insecure-registry; no proxy) the bytes\n"
+    "go from one socket to the other inside the kernel (splice), one PATCH per\n"
+    "blob unless --chunk-size is given; else, or when that fails midway, they\n"
+    "pass through kiln's memory in PATCH chunks. Manifests are written last,\n"
+    "so a failed copy never leaves a tag behind. From an image index only the\n"
+    "manifest of --platform is copied, unless --all. The digest of what DST\n"
+    "names is printed on stdout.\n"
     "\n"
     "  --all                   copy every manifest of an index, and the index\n"
     "  -t, --tag TAG           also tag the image TAG at DST (repeatable)\n"
     "  --oci-types             OCI layout destination: convert docker manifests\n"
     "                          to OCI media types (new digest; skopeo needs it)\n"
+    "  --no-splice             never move blob bytes in the kernel: always\n"
+    "                          through kiln's memory\n"
     CLI_REGISTRY_OPTIONS_HELP
     "\n"
     CLI_REGISTRY_ENV_HELP;
 /* clang-format on */
 
-enum { OPT_ALL = 0x200, OPT_OCI_TYPES };
+enum { OPT_ALL = 0x200, OPT_OCI_TYPES, OPT_NO_SPLICE };
 
 static int run_copy(int argc, char **argv)
 {
@@ -40,6 +46,7 @@ static int run_copy(int argc, char **argv)
         {"all", no_argument, NULL, OPT_ALL},
         {"tag", required_argument, NULL, 't'},
         {"oci-types", no_argument, NULL, OPT_OCI_TYPES},
+        {"no-splice", no_argument, NULL, OPT_NO_SPLICE},
         {"help", no_argument, NULL, 'h'},
         CLI_REGISTRY_OPTIONS{NULL, 0, NULL, 0},
     };
@@ -49,7 +56,7 @@ static int run_copy(int argc, char **argv)
     _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
     _cleanup_free_ char *sown = NULL;
     _cleanup_free_ char *down = NULL;
-    bool all = false, oci_types = false;
+    bool all = false, oci_types = false, no_splice = false;
     int rc = KILN_EXIT_OK;
     int c;
     optind = 0;
@@ -67,6 +74,9 @@ static int run_copy(int argc, char **argv)
             break;
         case OPT_OCI_TYPES:
             oci_types = true;
+            break;
+        case OPT_NO_SPLICE:
+            no_splice = true;
             break;
         case 't':
             kiln_strv_push(&tags, optarg);
@@ -94,6 +104,7 @@ static int run_copy(int argc, char **argv)
     cli_transfer_options(&cfg, &o);
     o.all = all;
     o.layout_oci_types = oci_types;
+    o.no_splice = no_splice;
     o.tags = (const char *const *)tags.v;
     rc = cli_transfer_run(&cfg, "copied", &src, &dst, &o);
 out:

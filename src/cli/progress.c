@@ -269,11 +269,17 @@ void cli_progress_finish(struct cli_progress *p, const struct kiln_transfer_resu
     cli_progress_format_size(total, sizeof(total), res->total_size);
     cli_progress_format_size(moved, sizeof(moved), res->bytes_transferred);
     format_rate(rate, sizeof(rate), res->bytes_transferred, ms);
+    char kernel[64] = "";
+    if (res->bytes_in_kernel > 0) {
+        char k[32];
+        cli_progress_format_size(k, sizeof(k), res->bytes_in_kernel);
+        snprintf(kernel, sizeof(kernel), ", %s of it moved in the kernel", k);
+    }
     fprintf(p->f,
-            "%s %s: %zu blob%s (%s): %zu transferred (%s), %zu already there, %zu mounted, "
+            "%s %s: %zu blob%s (%s): %zu transferred (%s%s), %zu already there, %zu mounted, "
             "%zu manifest%s; %.1f s (%s)\n",
             p->verb, res->digest, res->n_blobs, res->n_blobs == 1 ? "" : "s", total,
-            res->n_transferred, moved, res->n_skipped, res->n_mounted, res->n_manifests,
+            res->n_transferred, moved, kernel, res->n_skipped, res->n_mounted, res->n_manifests,
             res->n_manifests == 1 ? "" : "s", (double)ms / 1000.0, rate);
     fflush(p->f);
 }

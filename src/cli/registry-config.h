@@ -76,7 +76,7 @@ enum {
     "  --jobs N                blobs transferred at once (4)\n"                                    \
     "  --chunk-size N[k|m]     upload chunk size: push sends blobs above it in\n"                  \
     "                          PATCH chunks (64m); copy streams in chunks of N\n"                  \
-    "                          (16m)\n"                                                            \
+    "                          (16m; in the kernel: whole blobs)\n"                                \
     "  --retry-times N         retries per request and resumes per blob (5)\n"                     \
     "  -q, --quiet             no progress and no summary\n"                                       \
     "  -v, --verbose           also print retries and resumes\n"

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "registry/rawhttp.h"
 #include "util/buf.h"
 #include "util/log.h"
 #include "util/sha256.h"
@@ -1713,6 +1714,28 @@ static int upload_request(struct kiln_upload *u, const char *method, const char 
     return 0;
 }
 
+/* The registry's answer to a PATCH of `len` bytes from u->offset on. */
+static int patch_answer(struct kiln_upload *u, const struct kiln_http_response *resp, uint64_t len,
+                        const char *what, struct kiln_error **err)
+{
+    if (resp->status != 202 && resp->status != 204) {
+        u->hint = hint_of(resp);
+        return http_error(u->reg, u->repo, what, resp, err);
+    }
+    int rc = set_location(u, resp, false, err);
+    if (rc < 0)
+        return rc;
+    uint64_t want = u->offset + len, have = want;
+    if (resp->range && kiln_http_range_parse(resp->range, false, &have) == 0 && have != want) {
+        u->offset = have;
+        u->hint = HINT_RESUME;
+        return kiln_error_set(err, KILN_ENET, 0, "%s: the registry holds %llu bytes, expected %llu",
+                              what, (unsigned long long)have, (unsigned long long)want);
+    }
+    u->offset = want;
+    return 0;
+}
+
 static int patch(struct kiln_upload *u, struct src *s, struct kiln_error **err)
 {
     if (s->len == 0)
@@ -1727,27 +1750,8 @@ static int patch(struct kiln_upload *u, struct src *s, struct kiln_error **err)
     struct kiln_http_response resp;
     kiln_http_response_init(&resp);
     int rc = upload_request(u, "PATCH", u->location, s, extra, &resp, err);
-    if (rc < 0)
-        goto out;
-    if (resp.status != 202 && resp.status != 204) {
-        u->hint = hint_of(&resp);
-        rc = http_error(u->reg, u->repo, what, &resp, err);
-        goto out;
-    }
-    rc = set_location(u, &resp, false, err);
-    if (rc < 0)
-        goto out;
-    uint64_t want = u->offset + s->len, have = want;
-    if (resp.range && kiln_http_range_parse(resp.range, false, &have) == 0 && have != want) {
-        u->offset = have;
-        u->hint = HINT_RESUME;
-        rc = kiln_error_set(err, KILN_ENET, 0, "%s: the registry holds %llu bytes, expected %llu",
-                            what, (unsigned long long)have, (unsigned long long)want);
-        goto out;
-    }
-    u->offset = want;
-    rc = 0;
-out:
+    if (rc >= 0)
+        rc = patch_answer(u, &resp, s->len, what, err);
     kiln_http_response_release(&resp);
     return rc;
 }
@@ -1770,6 +1774,122 @@ int kiln_upload_patch_read(struct kiln_upload *u, uint64_t len, kiln_http_read_f
 {
     struct src s = {.fd = -1, .read = read, .read_data = userdata, .len = len};
     return patch(u, &s, err);
+}
+
+/* The Authorization line for a raw request to url on r (none for other hosts). */
+static int raw_auth(struct kiln_registry *r, const struct op *op, const char *url, char **ret_line,
+                    struct kiln_error **err)
+{
+    *ret_line = NULL;
+    if (!to_registry(r, url))
+        return 0;
+    bool fetched = false;
+    enum sent sent = SENT_NONE;
+    return auth_line(r, op, &fetched, ret_line, &sent, err);
+}
+
+int kiln_upload_patch_from(struct kiln_upload *u, struct kiln_registry *src, const char *src_repo,
+                           const char *digest, uint64_t size, uint64_t len,
+                           int (*progress)(void *userdata, uint64_t moved), void *userdata,
+                           struct kiln_error **err)
+{
+    int rc = check_repo_digest(src_repo, digest, err);
+    if (rc < 0)
+        return rc;
+    if (!u->location)
+        return kiln_error_set(err, KILN_ECONFLICT, 0, "upload session is finished");
+    uint64_t off = u->offset;
+    if (off >= size)
+        return kiln_error_set(err, KILN_EINVAL, 0, "upload of %s: the registry holds %llu of %llu",
+                              digest, (unsigned long long)off, (unsigned long long)size);
+    uint64_t n = size - off;
+    if (len && len < n)
+        n = len;
+    _cleanup_free_ char *src_url = kiln_xasprintf("%s/v2/%s/blobs/%s", src->base, src_repo, digest);
+    _cleanup_free_ char *src_raw = kiln_http_raw_url(src->http, src_url);
+    _cleanup_free_ char *dst_raw = kiln_http_raw_url(u->reg->http, u->location);
+    if (!src_raw || !dst_raw)
+        return kiln_error_set(err, KILN_EUNSUPPORTED, 0,
+                              "blob '%s/%s@%s': not on two plain http registries", src->name,
+                              src_repo, digest);
+
+    /* the source: nothing is sent to the destination unless it answers as expected */
+    _cleanup_free_ char *scope = pull_scope(src_repo);
+    _cleanup_free_ char *alt = push_scope(src_repo);
+    struct op sop = {src_repo, scope, alt};
+    _cleanup_secret_ char *sauth = NULL;
+    rc = raw_auth(src, &sop, src_url, &sauth, err);
+    if (rc < 0)
+        return rc;
+    bool whole = off == 0 && n == size;
+    _cleanup_free_ char *range =
+        whole ? NULL
+              : kiln_xasprintf("Range: bytes=%llu-%llu", (unsigned long long)off,
+                               (unsigned long long)(off + n - 1));
+    const char *sh[3] = {NULL, NULL, NULL};
+    size_t k = 0;
+    if (range)
+        sh[k++] = range;
+    if (sauth)
+        sh[k++] = sauth;
+    struct kiln_raw *sc = NULL, *dc = NULL;
+    _cleanup_secret_ char *dauth = NULL;
+    _cleanup_free_ char *crange = NULL;
+    struct kiln_http_response sresp, resp;
+    kiln_http_response_init(&sresp);
+    kiln_http_response_init(&resp);
+    _cleanup_free_ char *what = kiln_xasprintf("upload to '%s/%s'", u->reg->name, u->repo);
+    rc = kiln_raw_open(src->http, "GET", src_raw, sh, -1, &sc, err);
+    if (rc >= 0)
+        rc = kiln_raw_read_head(sc, &sresp, err);
+    if (rc < 0)
+        goto out;
+    uint64_t start = 0;
+    bool fits = whole ? sresp.status == 200
+                      : sresp.status == 206 &&
+                            parse_content_range_start(sresp.content_range, &start) == 0 &&
+                            start == off;
+    if (!fits || sresp.content_length != (int64_t)n) {
+        rc = kiln_error_set(err, KILN_EUNSUPPORTED, 0,
+                            "blob '%s/%s@%s': the source answered HTTP %ld (%lld bytes) to a plain "
+                            "GET of %llu bytes",
+                            src->name, src_repo, digest, sresp.status,
+                            (long long)sresp.content_length, (unsigned long long)n);
+        goto out;
+    }
+
+    /* the destination */
+    struct op dop = {u->repo, u->scope, NULL};
+    rc = raw_auth(u->reg, &dop, u->location, &dauth, err);
+    if (rc < 0)
+        goto out;
+    crange = kiln_xasprintf("Content-Range: %llu-%llu", (unsigned long long)off,
+                            (unsigned long long)(off + n - 1));
+    const char *dh[4] = {"Content-Type: application/octet-stream", crange, dauth, NULL};
+    u->last_status = 0;
+    u->hint = HINT_RESUME; /* until the registry answers: ask where it stands */
+    rc = kiln_raw_open(u->reg->http, "PATCH", dst_raw, dh, (int64_t)n, &dc, err);
+    if (rc >= 0)
+        rc = kiln_raw_splice(sc, dc, n, progress, userdata, NULL, err);
+    if (rc >= 0)
+        rc = kiln_raw_read_head(dc, &resp, err);
+    if (rc >= 0)
+        rc = kiln_raw_read_body(dc, &resp, KILN_HTTP_ERROR_BODY_MAX, err);
+    if (rc < 0) {
+        if (rc == -KILN_ECANCELLED)
+            u->hint = HINT_NONE;
+        goto out;
+    }
+    resp.sent = n;
+    u->last_status = resp.status;
+    u->hint = HINT_NONE;
+    rc = patch_answer(u, &resp, n, what, err);
+out:
+    kiln_raw_free(sc);
+    kiln_raw_free(dc);
+    kiln_http_response_release(&sresp);
+    kiln_http_response_release(&resp);
+    return rc;
 }
 
 int kiln_upload_status(struct kiln_upload *u, struct kiln_error **err)

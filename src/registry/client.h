@@ -290,6 +290,26 @@ int kiln_upload_patch_fd(struct kiln_upload *u, int fd, uint64_t off, uint64_t l
 int kiln_upload_patch_read(struct kiln_upload *u, uint64_t len, kiln_http_read_fn read,
                            void *userdata, struct kiln_error **err);
 
+/*
+ * PATCH the bytes of blob `digest` (`size` bytes in all) from
+ * kiln_upload_offset(u) on, at most `len` of them (0: all that is left),
+ * read from repository `src_repo` of registry `src`: the GET's response
+ * body is moved into the PATCH's request body inside the kernel (see
+ * registry/rawhttp.h), never through this process. Only between plain
+ * http registries (no proxy); the source's answer is checked (200, or 206
+ * from the offset asked, with the length asked) before a byte goes to the
+ * destination. -KILN_EUNSUPPORTED when this path does not apply (https, a
+ * proxy, the source answering otherwise: a redirect, a 401 the curl path
+ * would answer, ...): nothing was sent and the caller copies another way.
+ * Bytes are not hashed here: the destination checks the digest when the
+ * upload is finished. `progress` (may be NULL) is called with the bytes
+ * moved in this PATCH; nonzero cancels (-KILN_ECANCELLED). Other failures
+ * and the offset after them as kiln_upload_patch().
+ */
+int kiln_upload_patch_from(struct kiln_upload *u, struct kiln_registry *src, const char *src_repo,
+                           const char *digest, uint64_t size, uint64_t len,
+                           int (*progress)(void *userdata, uint64_t moved), void *userdata,
+                           struct kiln_error **err);
 /* GET the upload URL: refreshes the offset (Range) and URL. 404: -KILN_ENOTFOUND. */
 int kiln_upload_status(struct kiln_upload *u, struct kiln_error **err);
 

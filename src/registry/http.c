@@ -283,6 +283,29 @@ void kiln_http_schemes_plain(struct kiln_http *h, void (*fn)(void *ud, const cha
     pthread_mutex_unlock(&h->lock);
 }
 
+char *kiln_http_raw_url(struct kiln_http *h, const char *url)
+{
+    if (!url || (h->proxy && *h->proxy) || h->resolve)
+        return NULL;
+    if (strncasecmp(url, "http://", 7) == 0)
+        return kiln_xstrdup(url);
+    if (strncasecmp(url, "https://", 8) != 0)
+        return NULL;
+    _cleanup_free_ char *hp = kiln_http_url_hostport(url);
+    bool hinted = false;
+    if (!hp || scheme_get(h, hp, &hinted) != 1 || hinted)
+        return NULL;
+    return kiln_xasprintf("http://%s", url + 8);
+}
+
+void kiln_http_raw_limits(struct kiln_http *h, long *ret_connect_ms, long *ret_stall_ms,
+                          const char **ret_user_agent)
+{
+    *ret_connect_ms = h->connect_timeout_ms;
+    *ret_stall_ms = h->stall_time_s * 1000;
+    *ret_user_agent = h->user_agent;
+}
+
 /* ---- pure helpers ---------------------------------------------------------- */
 
 bool kiln_http_status_retryable(long status)
@@ -634,12 +657,8 @@ static void clear_headers(struct kiln_http_response *r)
     r->content_length = -1;
 }
 
-static size_t header_cb(char *data, size_t size, size_t nmemb, void *ud)
+void kiln_http_response_header_line(struct kiln_http_response *r, const char *data, size_t len)
 {
-    struct xfer *x = ud;
-    struct kiln_http_response *r = x->resp;
-    size_t n = size * nmemb;
-    size_t len = n;
     while (len && (data[len - 1] == '\n' || data[len - 1] == '\r'))
         len--;
     if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) {
@@ -648,16 +667,17 @@ static size_t header_cb(char *data, size_t size, size_t nmemb, void *ud)
         const char *sp = memchr(data, ' ', len);
         long status = 0;
         if (sp) {
-            for (const char *p = sp + 1; p < data + len && isdigit((unsigned char)*p); p++)
+            for (const char *p = sp + 1;
+                 p < data + len && isdigit((unsigned char)*p) && status < 1000; p++)
                 status = status * 10 + (*p - '0');
         }
         r->status = status;
         kiln_buf_reset(&r->body);
-        return n;
+        return;
     }
     const char *colon = memchr(data, ':', len);
     if (!colon)
-        return n;
+        return;
     size_t nlen = (size_t)(colon - data);
     const char *v = colon + 1;
     const char *end = data + len;
@@ -698,7 +718,13 @@ static size_t header_cb(char *data, size_t size, size_t nmemb, void *ud)
             r->content_length = cl;
     }
 #undef IS
-    return n;
+}
+
+static size_t header_cb(char *data, size_t size, size_t nmemb, void *ud)
+{
+    struct xfer *x = ud;
+    kiln_http_response_header_line(x->resp, data, size * nmemb);
+    return size * nmemb;
 }
 
 static bool status_ok(long s)

@@ -112,6 +112,18 @@ void kiln_http_schemes_plain(struct kiln_http *h, void (*fn)(void *ud, const cha
                              void *ud);
 
 /*
+ * For registry/rawhttp.h: the plain http:// URL under which `url` is
+ * reached with a socket of the caller's own, or NULL when this context
+ * would not reach it that way: https (or a host not yet known to speak
+ * plain http: a hint does not count), a proxy, or names pinned by
+ * `resolve`. Caller frees.
+ */
+char *kiln_http_raw_url(struct kiln_http *h, const char *url);
+/* The context's connect timeout, stall time (both ms) and User-Agent (owned by h). */
+void kiln_http_raw_limits(struct kiln_http *h, long *ret_connect_ms, long *ret_stall_ms,
+                          const char **ret_user_agent);
+
+/*
  * Callbacks. Each returns >= 0 on success or a negative -KILN_E code after
  * setting *err; the request then fails with that error (never retried).
  *   read:  fill up to `cap` bytes of buf, store the count in *ret_n (0 only
@@ -192,6 +204,15 @@ struct kiln_http_response {
 void kiln_http_response_init(struct kiln_http_response *r);
 /* Free the contents; the response is initialised again. NULL is fine. */
 void kiln_http_response_release(struct kiln_http_response *r);
+
+/*
+ * Take one line of a response head into r, as the transport does: a status
+ * line ("HTTP/1.1 200 OK") starts a new response (headers of an earlier 1xx
+ * forgotten, status set, body emptied); "Name: value" lines fill the fields
+ * above (values trimmed and cut at KILN_HTTP_HEADER_MAX); anything else is
+ * ignored. A trailing CR/LF is allowed. For registry/rawhttp.c and tests.
+ */
+void kiln_http_response_header_line(struct kiln_http_response *r, const char *line, size_t len);
 
 /*
  * Perform a request, with retries as described above. Returns 0 when a

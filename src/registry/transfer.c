@@ -71,7 +71,9 @@ struct xfer {
     int jobs;
     const char *const *tags;
     uint64_t stream_chunk;
-    bool verify; /* registry -> registry: hash streamed blobs here too (verify_streams) */
+    uint64_t splice_chunk; /* PATCH size of kernel moves; 0: the whole blob */
+    bool verify;           /* registry -> registry: hash streamed blobs here too (verify_streams) */
+    atomic_bool no_splice; /* kernel moves off (option, or found not to apply) */
     bool layout_oci_types;
     struct kiln_transfer_progress progress;
     int max_resumes; /* of streamed uploads: the destination's */
@@ -726,11 +728,98 @@ static int stream_upload(struct xfer *x, struct blob *b, struct pipe *p, struct 
     }
 }
 
+struct move {
+    struct xfer *x;
+    struct blob *b;
+    uint64_t base; /* blob offset of the PATCH */
+};
+
+static int move_progress(void *ud, uint64_t moved)
+{
+    struct move *m = ud;
+    if (atomic_load(&m->x->stop))
+        return 1;
+    blob_bytes(m->x, m->b, m->base + moved);
+    return 0;
+}
+
+/*
+ * Between plain http registries: the blob's bytes go from the source's
+ * socket to the destination's inside the kernel (kiln_upload_patch_from()),
+ * in one PATCH unless a stream chunk size was given. Returns 0 when the
+ * destination holds every byte (stream_upload() sends the final PUT); *u is
+ * the session, started here when NULL.
+ */
+static int splice_blob(struct xfer *x, struct blob *b, struct kiln_upload **u,
+                       struct kiln_error **err)
+{
+    int rc = 0;
+    if (!*u)
+        rc = kiln_registry_upload_start(x->dst.reg, x->dst.repo, NULL, NULL, u, err);
+    while (rc >= 0 && kiln_upload_offset(*u) < b->size) {
+        struct move m = {x, b, kiln_upload_offset(*u)};
+        rc = kiln_upload_patch_from(*u, x->src.reg, x->src.repo, b->digest, b->size,
+                                    x->splice_chunk, move_progress, &m, err);
+        if (rc >= 0) {
+            uint64_t at = kiln_upload_offset(*u);
+            pthread_mutex_lock(&x->lock);
+            x->res.bytes_in_kernel += at > m.base ? at - m.base : 0;
+            pthread_mutex_unlock(&x->lock);
+            blob_bytes(x, b, at);
+        }
+    }
+    return rc;
+}
+
+/*
+ * Try splice_blob() when kernel moves are on. Returns the blob offset the
+ * ring path goes on from (the size when every byte is there) with *u the
+ * session to go on with (NULL: start one), or -KILN_ECANCELLED once the
+ * transfer stopped. Other failures only turn to the ring path.
+ */
+static int64_t try_splice(struct xfer *x, struct blob *b, struct kiln_upload **u,
+                          struct kiln_error **err)
+{
+    if (atomic_load(&x->no_splice))
+        return 0;
+    struct kiln_error *se = NULL;
+    int rc = splice_blob(x, b, u, &se);
+    if (rc < 0 && atomic_load(&x->stop)) {
+        kiln_error_free(se);
+        return stopped(x, err);
+    }
+    if (rc < 0) {
+        if (rc == -KILN_EUNSUPPORTED) {
+            atomic_store(&x->no_splice, true);
+            kiln_log(KILN_LOG_DEBUG, "transfer: %s", se ? se->msg : "no kernel moves");
+        } else {
+            kiln_log(KILN_LOG_INFO, "transfer: %s: %s; copying it through memory", b->digest,
+                     se ? se->msg : "error");
+        }
+        /* where the registry stands; a lost session starts again */
+        if (*u && kiln_upload_status(*u, NULL) < 0)
+            drop_upload(u);
+    }
+    kiln_error_free(se);
+    uint64_t at = *u ? kiln_upload_offset(*u) : 0;
+    if (at > b->size) {
+        drop_upload(u);
+        at = 0;
+    }
+    return (int64_t)at;
+}
+
 static int stream_blob(struct xfer *x, struct blob *b, struct kiln_upload *session,
                        struct kiln_error **err)
 {
     struct kiln_upload *u = session;
+    int64_t start = try_splice(x, b, &u, err);
+    if (start < 0) {
+        drop_upload(&u);
+        return (int)start;
+    }
     struct pipe p = {.x = x, .b = b, .verify = x->verify};
+    /* untouched pages of the ring cost nothing when the kernel moved the bytes */
     p.cap = b->size < KILN_TRANSFER_STREAM_BUFFER ? (size_t)b->size : KILN_TRANSFER_STREAM_BUFFER;
     if (p.cap == 0)
         p.cap = 1;
@@ -740,7 +829,7 @@ static int stream_blob(struct xfer *x, struct blob *b, struct kiln_upload *sessi
     pthread_cond_init(&p.cond, NULL);
     if (p.verify)
         kiln_sha256_init(&p.hash);
-    int rc = pipe_start_download(&p, 0, err);
+    int rc = pipe_start_download(&p, (uint64_t)start, err);
     if (rc >= 0)
         rc = stream_upload(x, b, &p, &u, err);
     drop_upload(&u);
@@ -1394,7 +1483,9 @@ static void set_options(struct xfer *x, const struct kiln_transfer_options *o)
         x->jobs = KILN_TRANSFER_MAX_JOBS;
     x->tags = o->tags;
     x->stream_chunk = o->stream_chunk ? o->stream_chunk : KILN_TRANSFER_STREAM_CHUNK;
+    x->splice_chunk = o->stream_chunk;
     x->verify = o->verify_streams;
+    atomic_store(&x->no_splice, o->no_splice || o->verify_streams);
     x->layout_oci_types = o->layout_oci_types;
     x->progress = o->progress;
 }

@@ -73,6 +73,17 @@
  *     CPU). With `verify_streams` they are, and the final PUT is only sent
  *     after the source's bytes matched their digest. Sizes are always
  *     checked. Pulls into a layout always verify (above).
+ *   registry -> other registry, both plain http and no proxy (the usual
+ *     case on loopback and for in-cluster registries): unless `no_splice`
+ *     or `verify_streams`, the bytes do not pass through this process at
+ *     all: kiln_upload_patch_from() sends one PATCH per blob (or PATCHes
+ *     of `stream_chunk` bytes when it is set) whose body is spliced from
+ *     the source's GET response (see registry/rawhttp.h). When that path
+ *     does not apply (-KILN_EUNSUPPORTED: a redirect, an auth challenge,
+ *     TLS...) it is off for the rest of the transfer; when it fails midway
+ *     the registry is asked where the upload stands and the rest of that
+ *     blob takes the ring path above, with its resumes. Either way the
+ *     final PUT and the digest checks are the ring path's.
  *   layout -> layout: the blob file is copied through a kiln_layout_writer.
  *
  * Layouts as destination: the directory is created when missing (its parent
@@ -166,6 +177,7 @@ struct kiln_transfer_options {
     const char *const *tags; /* NULL-terminated extra tags (registry) or names (layout), or NULL */
     uint64_t stream_chunk;   /* registry -> registry PATCH size; 0: KILN_TRANSFER_STREAM_CHUNK */
     bool verify_streams;     /* registry -> registry: also check digests here (see above) */
+    bool no_splice;          /* registry -> registry: never move bytes in the kernel (above) */
     const char *spool_dir;   /* unused (streams go through memory); kept for callers */
     bool layout_oci_types;   /* layout destination: store docker manifests converted to OCI */
     struct kiln_transfer_progress progress;
@@ -201,6 +213,7 @@ struct kiln_transfer_result {
     size_t n_mounted;               /* mounted from the source repository */
     uint64_t total_size;            /* bytes of all blobs */
     uint64_t bytes_transferred;     /* bytes of the blobs moved */
+    uint64_t bytes_in_kernel;       /* of those, bytes moved socket to socket in the kernel */
 };
 
 /*

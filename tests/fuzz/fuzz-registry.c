@@ -8,7 +8,9 @@
  *   - the first line as a base URL and the second as a Location header
  *     (joined, compared, redacted, their host:port taken);
  *   - the first line as a header line to redact, a repository, a tag, a
- *     digest and a host:port.
+ *     digest and a host:port;
+ *   - the whole input as a raw HTTP response head (registry/rawhttp.h: where
+ *     the head ends, and the head parsed into a response).
  * Each result is checked against the contract in registry/http.h and
  * registry/client.h (outputs written only on success, bounded and clean
  * messages, absolute references taken as they are, redacted lines without
@@ -20,6 +22,7 @@
 
 #include "registry/client.h"
 #include "registry/http.h"
+#include "registry/rawhttp.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -162,6 +165,33 @@ static void fuzz_urls(const char *base, const char *ref)
     free(hp);
 }
 
+static void fuzz_raw_head(const char *in, size_t len)
+{
+    size_t hl = kiln_raw_head_length(in, len);
+    check(hl <= len, "raw head: length within the input");
+    if (hl) {
+        check(hl >= 2 && in[hl - 1] == '\n', "raw head: ends with a line feed");
+        check(in[hl - 2] == '\n' || (hl >= 3 && in[hl - 2] == '\r' && in[hl - 3] == '\n'),
+              "raw head: ends with a blank line");
+        check(kiln_raw_head_length(in, hl - 1) == 0, "raw head: the first blank line counts");
+    }
+    struct kiln_http_response r;
+    kiln_http_response_init(&r);
+    int rc = kiln_raw_parse_head(in, hl ? hl : len, &r);
+    check(rc == 0 || rc == -1, "raw head: 0 or -1");
+    if (rc == 0) {
+        check(r.status >= 100 && r.status <= 599, "raw head: status within 100-599");
+        char *fields[] = {r.location,        r.content_type, r.docker_content_digest, r.range,
+                          r.content_range,   r.retry_after,  r.chunk_min_length,      r.link,
+                          r.www_authenticate};
+        for (size_t i = 0; i < KILN_ARRAY_SIZE(fields); i++)
+            check(!fields[i] || strlen(fields[i]) <= KILN_HTTP_HEADER_MAX,
+                  "raw head: header values bounded");
+        check(r.content_length >= -1, "raw head: content length -1 or a count");
+    }
+    kiln_http_response_release(&r);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size > 64 * 1024)
@@ -172,6 +202,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     fuzz_errors(in, size);
     fuzz_tags(in, size);
+    fuzz_raw_head(in, size);
 
     /* lines: the first, and the second (both NUL-terminated copies) */
     size_t n1 = strcspn(in, "\n");

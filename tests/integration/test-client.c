@@ -1109,8 +1109,11 @@ static void push_image(struct kiln_registry *r, const char *repo, const char *ta
     free(got);
 }
 
-static int copy_image(const char *src, const char *dst, bool verify, uint64_t chunk,
-                      struct kiln_transfer_result *res, struct kiln_error **e)
+/* How a registry -> registry copy moves the bytes. */
+enum via { VIA_KERNEL, VIA_RING, VIA_RING_VERIFY };
+
+static int copy_via(const char *src, const char *dst, enum via via, uint64_t chunk,
+                    struct kiln_transfer_result *res, struct kiln_error **e)
 {
     struct kiln_registry_options ro = {0};
     ro.http.max_attempts = 3;
@@ -1120,8 +1123,17 @@ static int copy_image(const char *src, const char *dst, bool verify, uint64_t ch
     ro.http.stall_time_s = 10;
     struct kiln_transfer_endpoint s = {.ref = src, .registry = &ro};
     struct kiln_transfer_endpoint d = {.ref = dst, .registry = &ro};
-    struct kiln_transfer_options o = {.jobs = 1, .stream_chunk = chunk, .verify_streams = verify};
+    struct kiln_transfer_options o = {.jobs = 1,
+                                      .stream_chunk = chunk,
+                                      .verify_streams = via == VIA_RING_VERIFY,
+                                      .no_splice = via == VIA_RING};
     return kiln_transfer_copy(&s, &d, &o, res, e);
+}
+
+static int copy_image(const char *src, const char *dst, bool verify, uint64_t chunk,
+                      struct kiln_transfer_result *res, struct kiln_error **e)
+{
+    return copy_via(src, dst, verify ? VIA_RING_VERIFY : VIA_KERNEL, chunk, res, e);
 }
 
 /* The source (behind proxy a) serves a corrupted layer; the destination is behind proxy b. */
@@ -1201,9 +1213,12 @@ static void test_copy_corrupt(const char *a, const char *a_proxy, const char *b,
 }
 
 /*
- * A PATCH cut mid-body at the destination (proxy b) with chunks larger than
- * the transfer's ring: the bytes from the registry's offset are gone from the
- * ring and come again from the source (proxy a) with a Range request.
+ * A PATCH cut mid-body at the destination (proxy b) with 8 MiB chunks. The
+ * ring path's chunks are larger than its ring: the bytes from the
+ * registry's offset are gone from the ring and come again from the source
+ * (proxy a) with a Range request. The kernel path (both sides plain http)
+ * asks the source for each chunk's range; when a PATCH breaks, the rest of
+ * the blob takes the ring path from the registry's offset.
  */
 static void test_copy_cut(const char *a, const char *a_proxy, const char *a_log, const char *b,
                           const char *b_proxy, const char *b_log)
@@ -1223,10 +1238,11 @@ static void test_copy_cut(const char *a, const char *a_proxy, const char *a_log,
     snprintf(src, sizeof(src), "%s/kt/ysrc:1", a_proxy);
     snprintf(range, sizeof(range), "\"range\": \"bytes=%llu-\"", (unsigned long long)chunk);
 
-    const char *repos[] = {"kt/ycut", "kt/ycut-verify"};
-    for (int i = 0; i < 2; i++) {
-        bool verify = i == 1;
-        const char *label = verify ? "cut --verify" : "cut";
+    const char *repos[] = {"kt/ycut-kernel", "kt/ycut", "kt/ycut-verify"};
+    const char *labels[] = {"cut (kernel)", "cut (ring)", "cut --verify"};
+    const enum via vias[] = {VIA_KERNEL, VIA_RING, VIA_RING_VERIFY};
+    for (int i = 0; i < 3; i++) {
+        const char *label = labels[i];
         char desc[160];
         proxy_clear(a_proxy);
         proxy_clear(b_proxy);
@@ -1236,20 +1252,36 @@ static void test_copy_cut(const char *a, const char *a_proxy, const char *a_log,
         proxy_rule(b_proxy, rule);
         snprintf(dst, sizeof(dst), "%s/%s:1", b_proxy, repos[i]);
         int before = count_lines3(a_log, range, l.digest + 7, "\"result\": 206");
+        int before_first =
+            count_lines3(a_log, "\"range\": \"bytes=0-8388607\"", l.digest + 7, "\"result\": 206");
         log_reset();
         struct kiln_transfer_result res;
         snprintf(desc, sizeof(desc), "%s: the copy through a PATCH cut after 3 MiB completes",
                  label);
-        no_error(copy_image(src, dst, verify, chunk, &res, &e), 0, &e, desc);
+        no_error(copy_via(src, dst, vias[i], chunk, &res, &e), 0, &e, desc);
         snprintf(desc, sizeof(desc), "%s: the destination names the source's digest", label);
         is_str(res.digest, mdigest, "%s", desc);
         snprintf(rule, sizeof(rule), "/v2/%s/blobs/uploads/", repos[i]);
         snprintf(desc, sizeof(desc), "%s: the proxy cut the second PATCH mid-body", label);
         is_int(wait_lines(b_log, rule, "\"cutbody\"", "\"body_read\": 3145728", 1), 1, "%s", desc);
-        snprintf(desc, sizeof(desc),
-                 "%s: resumed from the registry's offset 8388608 (not in the ring)", label);
-        ok(log_has("downloading again from byte 8388608"), "%s", desc);
-        snprintf(desc, sizeof(desc), "%s: the source got a Range request from there (206)", label);
+        if (vias[i] == VIA_KERNEL) {
+            snprintf(desc, sizeof(desc), "%s: the first chunk was a range of the source (206)",
+                     label);
+            is_int(count_lines3(a_log, "\"range\": \"bytes=0-8388607\"", l.digest + 7,
+                                "\"result\": 206") -
+                       before_first,
+                   1, "%s", desc);
+            snprintf(desc, sizeof(desc), "%s: the rest of the blob went through memory", label);
+            ok(log_has("copying it through memory"), "%s", desc);
+            ok(!log_has("downloading again"), "%s: no download was restarted", label);
+        } else {
+            snprintf(desc, sizeof(desc),
+                     "%s: resumed from the registry's offset 8388608 (not in the ring)", label);
+            ok(log_has("downloading again from byte 8388608"), "%s", desc);
+            ok(!log_has("copying it through memory"), "%s: no kernel path tried", label);
+        }
+        snprintf(desc, sizeof(desc), "%s: the source got a Range request from 8388608 (206)",
+                 label);
         is_int(wait_lines(a_log, range, l.digest + 7, "\"result\": 206", before + 1) - before, 1,
                "%s", desc);
         snprintf(desc, sizeof(desc), "%s: the destination has the right bytes", label);

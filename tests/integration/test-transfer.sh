@@ -303,6 +303,9 @@ mark=$(log_mark "$B_DIR")
 run 0 "copy to another registry (cold)" "$KILN" copy "$A/t/img:1" "$B/c/img:1"
 is "$(cat "$T/out")" "$IMG" "copy keeps the digest"
 contains "$T/err" "4 transferred" "every blob is transferred"
+contains "$T/err" "of it moved in the kernel" "between plain-http registries the bytes move in the kernel"
+log_since "$B_DIR" "$mark" >"$T/log"
+is "$(grep -c '^PATCH /v2/c/img/blobs/uploads/' "$T/log")" 4 "one PATCH per blob"
 is "$($SKOPEO inspect --tls-verify=false --raw "docker://$B/c/img:1" | sha)" "${IMG#sha256:}" \
     "the destination serves the same manifest"
 run 0 "skopeo copies the copy into a layout (verifying blobs)" $SKOPEO copy -q \
@@ -353,6 +356,13 @@ contains "$T/err" "$(printf '\033[')" "the terminal gets cursor movements"
 contains "$T/err" "done" "finished blobs get a line"
 run 0 "quiet" "$KILN" copy -q "$A/t/big:1" "$B/c/big:2"
 is "$(wc -c <"$T/err" | tr -d ' ')" 0 "--quiet prints nothing on stderr"
+mark=$(log_mark "$B_DIR")
+run 0 "copy --no-splice" "$KILN" copy --no-splice --chunk-size 1m "$A/t/big:1" "$B/c/ring:1"
+is "$(cat "$T/out")" "$BIG" "copy --no-splice keeps the digest"
+lacks "$T/err" "in the kernel" "--no-splice moves nothing in the kernel"
+log_since "$B_DIR" "$mark" >"$T/log"
+[ "$(grep -c '^PATCH /v2/c/ring/blobs/uploads/' "$T/log")" -gt 4 ]
+ok $? "--no-splice streams 1 MiB PATCH chunks through memory"
 
 # ---- credentials: Basic and token auth ---------------------------------------------------
 
@@ -372,6 +382,7 @@ contains "$T/err" "authentication required for '$C/b/img'" "the missing credenti
 run 0 "basic: copy with DOCKER_CONFIG" env "DOCKER_CONFIG=$T/dc" \
     "$KILN" copy "$A/t/img:1" "$C/b/img:1"
 is "$(cat "$T/out")" "$IMG" "copied to the Basic registry"
+contains "$T/err" "of it moved in the kernel" "with Basic auth the bytes move in the kernel"
 run 9 "basic: wrong password" env "DOCKER_CONFIG=$T/dc-bad" \
     "$KILN" inspect "$C/b/img:1"
 contains "$T/err" "authentication failed for '$C/b/img': credentials rejected" "a clear auth error"
@@ -399,6 +410,7 @@ lacks "$T/err" "wrong-password" "the password is not printed"
 run 0 "token: copy with DOCKER_CONFIG" env "DOCKER_CONFIG=$T/dc" \
     "$KILN" copy "$A/t/img:1" "$D/k/img:1"
 is "$(cat "$T/out")" "$IMG" "copied to the token registry"
+contains "$T/err" "of it moved in the kernel" "with a bearer token the bytes move in the kernel"
 run 0 "token: copy within (mount)" env "DOCKER_CONFIG=$T/dc" \
     "$KILN" copy "$D/k/img:1" "$D/k/img2:1"
 contains "$T/err" "4 mounted" "mounts work with token auth"
@@ -430,6 +442,7 @@ faultproxy_rule "method=HEAD,path=/blobs/sha256:,status=429,retry-after=1,count=
 run 0 "copy through dropped uploads, 503 and 429" "$KILN" copy -v --chunk-size 1m --jobs 2 \
     "$A/t/big:1" "$P/f/big:1"
 is "$(cat "$T/out")" "$BIG" "the faulty copy completes with the right digest"
+contains "$T/err" "copying it through memory" "a kernel move cut by the proxy goes on through memory"
 curl -s "http://$P/__faultproxy/rules" >"$T/rules"
 is "$(grep -o '"fired": [0-9]*' "$T/rules" | tr '\n' ' ')" \
     '"fired": 2 "fired": 2 "fired": 1 "fired": 1 ' "every fault was injected"
@@ -441,6 +454,13 @@ ok $? "every blob behind the proxy hashes to its digest"
 faultproxy_rule "method=GET,path=/blobs/sha256:,drop=300000,count=2" >/dev/null
 run 0 "copy through dropped downloads" "$KILN" copy -v "$P/f/big:1" "$A/f/big:1"
 is "$(cat "$T/out")" "$BIG" "interrupted downloads are resumed"
+contains "$T/err" "ended after" "a cut source ends the kernel move, named"
+contains "$T/err" "copying it through memory" "and the rest of that blob goes through memory"
+faultproxy_clear
+faultproxy_rule "method=GET,path=/blobs/sha256:,drop=300000,count=2" >/dev/null
+run 0 "copy --no-splice through dropped downloads" "$KILN" copy -v --no-splice \
+    "$P/f/big:1" "$A/f/big2:1"
+is "$(cat "$T/out")" "$BIG" "interrupted downloads are resumed (through memory)"
 contains "$T/err" "resuming" "the resume is logged with -v"
 faultproxy_clear
 
