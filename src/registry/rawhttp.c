@@ -14,8 +14,6 @@
 
 #include "util/buf.h"
 
-#define BODY_READ_MAX ((uint64_t)1 << 20) /* response bodies read at most (error documents) */
-
 struct kiln_raw {
     int fd;
     char *method;
@@ -164,6 +162,13 @@ static bool split_url(const char *url, char **ret_host, char **ret_port, char **
     size_t plen = port ? (size_t)(auth + alen - port) : 0;
     if (port && (plen == 0 || plen > 5 || strspn(port, "0123456789") < plen))
         return false;
+    if (port) {
+        unsigned long pn = 0;
+        for (size_t i = 0; i < plen; i++)
+            pn = pn * 10 + (unsigned long)(port[i] - '0');
+        if (pn == 0 || pn > 65535)
+            return false;
+    }
     if (auth[0] == '[')
         *ret_host = kiln_xstrndup(auth + 1, hlen - 2);
     else
@@ -359,7 +364,11 @@ int kiln_raw_read_body(struct kiln_raw *c, struct kiln_http_response *resp, size
     uint64_t got = 0;
     char buf[16384];
     int64_t last = now_ms();
-    while (got < want && got < BODY_READ_MAX) {
+    while (got < want) {
+        if (got >= KILN_RAW_BODY_MAX)
+            return kiln_error_set(err, KILN_ETOOBIG, 0,
+                                  "%s '%s': response body larger than %llu bytes", c->method,
+                                  c->shown, (unsigned long long)KILN_RAW_BODY_MAX);
         size_t ask = sizeof(buf);
         if (want - got < ask)
             ask = (size_t)(want - got);

@@ -31,8 +31,9 @@
 #include "kiln/error.h"
 #include "registry/http.h"
 
-#define KILN_RAW_HEAD_MAX  ((size_t)64 << 10) /* longest response head read */
-#define KILN_RAW_PIPE_SIZE ((size_t)1 << 20)  /* pipe between the two sockets */
+#define KILN_RAW_HEAD_MAX  ((size_t)64 << 10)   /* longest response head read */
+#define KILN_RAW_PIPE_SIZE ((size_t)1 << 20)    /* pipe between the two sockets */
+#define KILN_RAW_BODY_MAX  ((uint64_t)16 << 20) /* longest response body read */
 
 struct kiln_raw;
 
@@ -60,7 +61,9 @@ int kiln_raw_read_head(struct kiln_raw *c, struct kiln_http_response *resp,
 /*
  * Read the rest of the response body (Content-Length bytes, or to the end
  * of the connection when it has none) into resp->body, keeping at most
- * `max` bytes (the rest is read and dropped).
+ * `max` bytes (the rest is read and dropped). A body that ends before its
+ * Content-Length is -KILN_ENET; one longer than KILN_RAW_BODY_MAX (these
+ * are answers to PATCH requests: a few hundred bytes) -KILN_ETOOBIG.
  */
 int kiln_raw_read_body(struct kiln_raw *c, struct kiln_http_response *resp, size_t max,
                        struct kiln_error **err);
