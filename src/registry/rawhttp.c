@@ -54,6 +54,44 @@ static int wait_fd(int fd, short events, long ms)
     }
 }
 
+/*
+ * After EAGAIN: wait for `events` until c's stall time has passed since
+ * `last` (the last byte moved). 0: try again; -KILN_ETIMEOUT "METHOD 'URL': WHAT".
+ */
+static int wait_or_stall(struct kiln_raw *c, short events, int64_t last, const char *what,
+                         struct kiln_error **err)
+{
+    long left = c->stall_ms - (long)(now_ms() - last);
+    if (left <= 0 || wait_fd(c->fd, events, left) == 0)
+        return kiln_error_set(err, KILN_ETIMEOUT, 0, "%s '%s': %s", c->method, c->shown, what);
+    return 0;
+}
+
+/*
+ * recv() into buf, waiting out EAGAIN and EINTR: the bytes received (0: the
+ * peer closed), or -KILN_ETIMEOUT ("WHAT") / -KILN_ENET. *last is when a
+ * byte last came.
+ */
+static ssize_t recv_wait(struct kiln_raw *c, void *buf, size_t len, int flags, int64_t *last,
+                         const char *what, struct kiln_error **err)
+{
+    for (;;) {
+        ssize_t n = recv(c->fd, buf, len, flags);
+        if (n >= 0) {
+            if (n > 0)
+                *last = now_ms();
+            return n;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return kiln_error_set(err, KILN_ENET, errno, "%s '%s': receive", c->method, c->shown);
+        int rc = wait_or_stall(c, POLLIN, *last, what, err);
+        if (rc < 0)
+            return rc;
+    }
+}
+
 /* ---- heads -------------------------------------------------------------------- */
 
 size_t kiln_raw_head_length(const char *buf, size_t len)
@@ -220,10 +258,9 @@ static int send_all(struct kiln_raw *c, const char *buf, size_t len, struct kiln
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            long left = c->stall_ms - (long)(now_ms() - last);
-            if (left <= 0 || wait_fd(c->fd, POLLOUT, left) == 0)
-                return kiln_error_set(err, KILN_ETIMEOUT, 0, "%s '%s': send stalled", c->method,
-                                      c->shown);
+            int rc = wait_or_stall(c, POLLOUT, last, "send stalled", err);
+            if (rc < 0)
+                return rc;
             continue;
         }
         return kiln_error_set(err, KILN_ENET, errno, "%s '%s': send", c->method, c->shown);
@@ -310,23 +347,14 @@ int kiln_raw_read_head(struct kiln_raw *c, struct kiln_http_response *resp, stru
     int64_t last = now_ms();
     for (;;) {
         /* peek, so that no byte of the body is taken; consume only head bytes */
-        ssize_t n = recv(c->fd, acc + have, KILN_RAW_HEAD_MAX - have, MSG_PEEK);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            long left = c->stall_ms - (long)(now_ms() - last);
-            if (left <= 0 || wait_fd(c->fd, POLLIN, left) == 0)
-                return kiln_error_set(err, KILN_ETIMEOUT, 0, "%s '%s': no answer", c->method,
-                                      c->shown);
-            continue;
-        }
+        ssize_t n =
+            recv_wait(c, acc + have, KILN_RAW_HEAD_MAX - have, MSG_PEEK, &last, "no answer", err);
         if (n < 0)
-            return kiln_error_set(err, KILN_ENET, errno, "%s '%s': receive", c->method, c->shown);
+            return (int)n;
         if (n == 0)
             return kiln_error_set(err, KILN_ENET, 0, "%s '%s': the connection closed %s", c->method,
                                   c->shown,
                                   have ? "in the middle of the answer" : "without an answer");
-        last = now_ms();
         size_t hl = kiln_raw_head_length(acc, have + (size_t)n);
         size_t take = hl ? hl - have : (size_t)n;
         while (take > 0) {
@@ -372,18 +400,9 @@ int kiln_raw_read_body(struct kiln_raw *c, struct kiln_http_response *resp, size
         size_t ask = sizeof(buf);
         if (want - got < ask)
             ask = (size_t)(want - got);
-        ssize_t n = recv(c->fd, buf, ask, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            long left = c->stall_ms - (long)(now_ms() - last);
-            if (left <= 0 || wait_fd(c->fd, POLLIN, left) == 0)
-                return kiln_error_set(err, KILN_ETIMEOUT, 0, "%s '%s': response body stalled",
-                                      c->method, c->shown);
-            continue;
-        }
+        ssize_t n = recv_wait(c, buf, ask, 0, &last, "response body stalled", err);
         if (n < 0)
-            return kiln_error_set(err, KILN_ENET, errno, "%s '%s': receive", c->method, c->shown);
+            return (int)n;
         if (n == 0) {
             if (want == UINT64_MAX)
                 break;
@@ -391,7 +410,6 @@ int kiln_raw_read_body(struct kiln_raw *c, struct kiln_http_response *resp, size
                 err, KILN_ENET, 0, "%s '%s': response body ended after %llu of %llu bytes",
                 c->method, c->shown, (unsigned long long)got, (unsigned long long)want);
         }
-        last = now_ms();
         size_t keep = resp->body.len < max ? max - resp->body.len : 0;
         if (keep)
             kiln_buf_add(&resp->body, buf, (size_t)n < keep ? (size_t)n : keep);

@@ -757,20 +757,31 @@ static void test_stall(struct kiln_http *hs)
     kiln_http_response_release(&r);
 }
 
-/* Open a GET to a server answering `answer` and read the head: the result of read_head. */
-static int head_of(struct kiln_http *h, struct server *s, struct kiln_http_response *r,
-                   struct kiln_error **e)
+/*
+ * GET from server s (started and joined here): the head, then with
+ * `body` the body kept up to max. The result of the first call that failed.
+ */
+static int exchange(struct kiln_http *h, struct server *s, bool body, size_t max,
+                    struct kiln_http_response *r, struct kiln_error **e)
 {
     server_start(s);
     struct kiln_raw *c = NULL;
-    _cleanup_free_ char *url = kiln_xasprintf("http://127.0.0.1:%d/h", s->port);
+    _cleanup_free_ char *url = kiln_xasprintf("http://127.0.0.1:%d/%s", s->port, body ? "b" : "h");
     int rc = kiln_raw_open(h, "GET", url, NULL, -1, &c, e);
     if (rc == 0)
         rc = kiln_raw_read_head(c, r, e);
+    if (rc == 0 && body)
+        rc = kiln_raw_read_body(c, r, max, e);
     kiln_raw_free(c);
     server_done(s);
     free(s->head);
     return rc;
+}
+
+static int head_of(struct kiln_http *h, struct server *s, struct kiln_http_response *r,
+                   struct kiln_error **e)
+{
+    return exchange(h, s, false, 0, r, e);
 }
 
 static void test_bad_answers(struct kiln_http *h)
@@ -864,22 +875,10 @@ static void test_open_errors(struct kiln_http *h)
     kiln_raw_free(NULL);
 }
 
-/* GET from a server answering `answer` plus a generated body, then read_body(max). */
 static int body_of(struct kiln_http *h, struct server *s, size_t max, struct kiln_http_response *r,
                    struct kiln_error **e)
 {
-    server_start(s);
-    struct kiln_raw *c = NULL;
-    _cleanup_free_ char *url = kiln_xasprintf("http://127.0.0.1:%d/b", s->port);
-    int rc = kiln_raw_open(h, "GET", url, NULL, -1, &c, e);
-    if (rc == 0)
-        rc = kiln_raw_read_head(c, r, e);
-    if (rc == 0)
-        rc = kiln_raw_read_body(c, r, max, e);
-    kiln_raw_free(c);
-    server_done(s);
-    free(s->head);
-    return rc;
+    return exchange(h, s, true, max, r, e);
 }
 
 static void test_read_body(struct kiln_http *h)
