@@ -1301,6 +1301,57 @@ static void test_copy_cut(const char *a, const char *a_proxy, const char *a_log,
     blob_close(&c);
 }
 
+/*
+ * The kernel path between plain registries, and what turns it off: a
+ * source answering the raw GET otherwise than 200 (here one 401 from proxy
+ * a) makes that blob and every later one go through memory; nothing is
+ * lost and the copy completes.
+ */
+static void test_copy_kernel(const char *a, const char *a_proxy, const char *b)
+{
+    struct kiln_error *e = NULL;
+    struct kiln_registry *ra = open_reg(a, NULL, NULL, 0, 2);
+    struct kiln_registry *rb = open_reg(b, NULL, NULL, 0, 2);
+    struct blob l, c;
+    make_blob(&l, "copy-kernel-l", (5 << 20) + 17, 81);
+    make_blob(&c, "copy-kernel-c", 500, 82);
+    char mdigest[80];
+    push_image(ra, "kt/ksrc", "1", &c, &l, mdigest, "kernel");
+    char src[256], dst[256];
+    snprintf(src, sizeof(src), "%s/kt/ksrc:1", a_proxy);
+    struct kiln_transfer_result res;
+
+    proxy_clear(a_proxy);
+    snprintf(dst, sizeof(dst), "%s/kt/kdst:1", b);
+    no_error(copy_via(src, dst, VIA_KERNEL, 0, &res, &e), 0, &e,
+             "kernel: a copy between plain registries");
+    is_str(res.digest, mdigest, "kernel: the destination names the source's digest");
+    is_int((long long)res.bytes_in_kernel, (long long)(l.size + c.size),
+           "kernel: every byte of both blobs moved in the kernel");
+    get_and_compare(rb, "kt/kdst", &l, "kernel: the layer arrived intact");
+
+    snprintf(dst, sizeof(dst), "%s/kt/kring:1", b);
+    no_error(copy_via(src, dst, VIA_RING, 0, &res, &e), 0, &e, "kernel: the same with no_splice");
+    is_int((long long)res.bytes_in_kernel, 0, "kernel: no_splice moves nothing in the kernel");
+    is_int((long long)res.bytes_transferred, (long long)(l.size + c.size),
+           "kernel: ... and transfers both blobs");
+
+    proxy_rule(a_proxy, "path=/blobs/sha256:,method=GET,status=401,count=1");
+    snprintf(dst, sizeof(dst), "%s/kt/koff:1", b);
+    no_error(copy_via(src, dst, VIA_KERNEL, 0, &res, &e), 0, &e,
+             "kernel: a source refusing the raw GET once: the copy completes");
+    is_str(res.digest, mdigest, "kernel: ... with the source's digest");
+    is_int((long long)res.bytes_in_kernel, 0,
+           "kernel: ... and the kernel path off for every blob after it");
+    get_and_compare(rb, "kt/koff", &l, "kernel: the layer arrived intact through memory");
+    proxy_clear(a_proxy);
+
+    kiln_registry_free(ra);
+    kiln_registry_free(rb);
+    blob_close(&l);
+    blob_close(&c);
+}
+
 /* ---- kiln copy --chunk-size ------------------------------------------------------------ */
 
 extern char **environ;
@@ -1948,6 +1999,7 @@ int main(void)
                           env("KT_PROXY2_LOG"));
         test_copy_cut(noauth, env("KT_PROXY"), env("KT_PROXY_LOG"), env("KT_NOAUTH2"),
                       env("KT_PROXY2"), env("KT_PROXY2_LOG"));
+        test_copy_kernel(noauth, env("KT_PROXY"), env("KT_NOAUTH2"));
     } else {
         ok(1, "# SKIP no second registry and fault proxy: no copy tests");
     }
