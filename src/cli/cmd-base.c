@@ -1,35 +1,52 @@
-/* kiln base: bootstrap a JupyterHub-ready base image from Debian packages. */
+/* kiln base: bootstrap a JupyterHub-ready base image, or kiln's own, from Debian packages. */
 #include "util/common.h"
 #include "cli/cli.h"
 
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <sys/stat.h>
 
 #include "build/base.h"
 #include "cli/registry-config.h"
+#include "kiln/version.h"
 #include "oci/layout.h"
 #include "util/fs.h"
 
 static const char base_help[] =
-    "usage: kiln base [--push REF] [--oci-dir DIR[:NAME]] [OPTIONS]\n"
+    "usage: kiln base [--push REF] [--oci-dir DIR[:NAME]] [--self] [OPTIONS]\n"
     "\n"
-    "Bootstrap a JupyterHub-ready base image from Debian packages with mmdebstrap\n"
-    "(variant minbase, the host's apt sources), commit it as one layer and write\n"
-    "it into an OCI image layout, then push it. The image has the user jovyan\n"
-    "(uid 1000, gid 100, home /home/jovyan), ENV PATH LANG SHELL HOME NB_USER\n"
-    "NB_UID NB_GID, WORKDIR the home, CMD jupyterhub-singleuser, USER 1000.\n"
-    "Needs root (mmdebstrap --mode=root). Its last stdout line is REF@DIGEST when\n"
-    "pushed, else the manifest digest.\n"
+    "Bootstrap a base image from Debian packages with mmdebstrap (variant minbase,\n"
+    "the host's apt sources), remove the apt lists, commit it as one layer and\n"
+    "write it into an OCI image layout, then push it. Needs root (mmdebstrap\n"
+    "--mode=root). Its last stdout line is REF@DIGEST when pushed, else the\n"
+    "manifest digest.\n"
+    "\n"
+    "By default the image is JupyterHub-ready: the user jovyan (uid 1000, gid 100,\n"
+    "home /home/jovyan), ENV PATH LANG SHELL HOME NB_USER NB_UID NB_GID, WORKDIR\n"
+    "the home, CMD jupyterhub-singleuser, USER 1000, EXPOSE 8888.\n"
+    "\n"
+    "With --self it is an image of this kiln: the running binary as\n"
+    "" KILN_BASE_SELF_BINARY " (root, mode 0755), with runc, mmdebstrap, CA\n"
+    "certificates and the libraries kiln links; ENTRYPOINT " KILN_BASE_SELF_BINARY ",\n"
+    "CMD serve --listen " KILN_BASE_SELF_LISTEN ", ENV PATH LANG\n"
+    "KILN_DATA_DIR=" KILN_BASE_SELF_DATA_DIR ", WORKDIR and VOLUME " KILN_BASE_SELF_DATA_DIR
+    ", USER 0\n"
+    "(kiln serve's builds mount overlays and run runc), EXPOSE 8080, and the labels\n"
+    "org.opencontainers.image.title=kiln and org.opencontainers.image.version=\n"
+    "kiln's version. Run it as a privileged container.\n"
     "\n"
     "  --push REF           push the image to REF (e.g. 127.0.0.1:5000/kiln/base:bookworm)\n"
     "  --oci-dir DIR[:NAME] keep the layout in DIR under NAME (default: a temporary\n"
-    "                       layout, removed after the push; NAME defaults to the suite)\n"
+    "                       layout, removed after the push; NAME defaults to the\n"
+    "                       suite, to kiln with --self)\n"
+    "  --self               make the image of this kiln binary (see above)\n"
     "  --suite SUITE        Debian suite (" KILN_BASE_SUITE ")\n"
     "  --include PKG,...    packages to install (default:\n"
-    "                       " KILN_BASE_INCLUDE ")\n"
+    "                       " KILN_BASE_INCLUDE ";\n"
+    "                       with --self: " KILN_BASE_SELF_INCLUDE ")\n"
     "  --mirror URL         an apt mirror instead of the host's sources\n"
-    "  --user NAME          the notebook user's name (" KILN_BASE_USER ")\n"
+    "  --user NAME          the notebook user's name (" KILN_BASE_USER "; not with --self)\n"
     "  --format docker|oci  manifest media types (docker)\n"
     "  --compression gzip|zstd|none  layer compression (gzip)\n"
     "  --work-dir DIR       scratch space for the root file system (/var/tmp)\n"
@@ -46,6 +63,7 @@ enum {
     OPT_FORMAT,
     OPT_COMPRESSION,
     OPT_WORK_DIR,
+    OPT_SELF,
 };
 
 static void print_line(void *userdata, enum kiln_proc_stream stream, const char *line, size_t len)
@@ -72,6 +90,7 @@ static int run_base(int argc, char **argv)
         {"format", required_argument, NULL, OPT_FORMAT},
         {"compression", required_argument, NULL, OPT_COMPRESSION},
         {"work-dir", required_argument, NULL, OPT_WORK_DIR},
+        {"self", no_argument, NULL, OPT_SELF},
         {"help", no_argument, NULL, 'h'},
         CLI_REGISTRY_OPTIONS{NULL, 0, NULL, 0},
     };
@@ -80,6 +99,8 @@ static int run_base(int argc, char **argv)
     _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
     _cleanup_free_ char *dir = NULL;
     _cleanup_free_ char *tmpdir = NULL;
+    _cleanup_free_ char *self = NULL;
+    bool want_self = false;
     const char *name = NULL, *push = NULL;
     struct kiln_base_options bo = {.format = KILN_FORMAT_DOCKER,
                                    .compress = KILN_COMPRESS_OPTIONS_INIT,
@@ -144,6 +165,9 @@ static int run_base(int argc, char **argv)
         case OPT_WORK_DIR:
             bo.work_dir = optarg;
             break;
+        case OPT_SELF:
+            want_self = true;
+            break;
         case 'h':
             cli_print_help(&kiln_cmd_base);
             goto out;
@@ -160,6 +184,10 @@ static int run_base(int argc, char **argv)
         rc = cli_usage_error("base", "give --push REF, --oci-dir DIR, or both");
         goto out;
     }
+    if (want_self && bo.user) {
+        rc = cli_usage_error("base", "--user is for the JupyterHub base, not --self");
+        goto out;
+    }
     if (bo.format == KILN_FORMAT_DOCKER && bo.compress.algo != KILN_COMPRESSION_GZIP) {
         rc = cli_usage_error("base", "docker media types need gzip layers (use --format oci)");
         goto out;
@@ -168,8 +196,20 @@ static int run_base(int argc, char **argv)
         rc = cli_fail(err);
         goto out;
     }
+    if (want_self) {
+        /* the library reads no /proc: it gets the path of the running binary */
+        self = kiln_xmalloc(PATH_MAX);
+        ssize_t n = readlink("/proc/self/exe", self, PATH_MAX - 1);
+        if (n < 0) {
+            kiln_error_set(&err, KILN_EIO, errno, "readlink '/proc/self/exe'");
+            rc = cli_fail(err);
+            goto out;
+        }
+        self[n] = '\0';
+        bo.self_binary = self;
+    }
     if (!name || !*name)
-        name = bo.suite ? bo.suite : KILN_BASE_SUITE;
+        name = want_self ? "kiln" : bo.suite ? bo.suite : KILN_BASE_SUITE;
     if (!dir) {
         tmpdir = kiln_xasprintf("%s/kiln-base-layout-XXXXXX", bo.work_dir);
         if (!mkdtemp(tmpdir)) {
@@ -193,7 +233,10 @@ static int run_base(int argc, char **argv)
     bo.userdata = &cfg.quiet;
     bo.cancelled = cancelled;
     struct kiln_base_result res;
-    if (!cfg.quiet)
+    if (!cfg.quiet && want_self)
+        fprintf(stderr, "kiln base: bootstrapping %s with mmdebstrap for kiln %s (%s)\n",
+                bo.suite ? bo.suite : KILN_BASE_SUITE, kiln_version(), self);
+    else if (!cfg.quiet)
         fprintf(stderr, "kiln base: bootstrapping %s with mmdebstrap\n",
                 bo.suite ? bo.suite : KILN_BASE_SUITE);
     if (kiln_base_build(&bo, layout, name, &res, &err) < 0) {
@@ -237,6 +280,6 @@ out:
 const struct kiln_cmd kiln_cmd_base = {
     .name = "base",
     .run = run_base,
-    .summary = "bootstrap a JupyterHub-ready base image from Debian packages",
+    .summary = "bootstrap a JupyterHub-ready base image (or kiln's own, --self)",
     .help = base_help,
 };
