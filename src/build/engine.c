@@ -519,12 +519,28 @@ static char *tail_text(struct ctx *c)
     return kiln_buf_detach(&b, NULL);
 }
 
-static void rfc3339_now(char out[40])
+/* The last second that RFC 3339 can write (9999-12-31T23:59:59Z). */
+#define RFC3339_MAX_EPOCH INT64_C(253402300799)
+
+/* t as "YYYY-MM-DDTHH:MM:SSZ" (UTC); t within 0..RFC3339_MAX_EPOCH. */
+static void rfc3339_at(int64_t t, char out[40])
 {
-    time_t t = time(NULL);
+    time_t tt = (time_t)(t < 0 ? 0 : t > RFC3339_MAX_EPOCH ? RFC3339_MAX_EPOCH : t);
     struct tm tm;
-    gmtime_r(&t, &tm);
+    if (!gmtime_r(&tt, &tm))
+        memset(&tm, 0, sizeof(tm));
     strftime(out, 40, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/*
+ * The "created" of a step that ran now: the build's source_date_epoch when
+ * set, so that a reproducible build gives the same history and image config
+ * (and the same times in the shared step cache) wherever and whenever it
+ * runs; else the current time.
+ */
+static void step_created(struct ctx *c, char out[40])
+{
+    rfc3339_at(c->o->source_date_epoch >= 0 ? c->o->source_date_epoch : (int64_t)time(NULL), out);
 }
 
 static int pack_write(void *ud, const void *data, size_t len, struct kiln_error **err)
@@ -578,7 +594,7 @@ static int commit_upper(struct ctx *c, const struct kiln_step *st, const char *u
     memcpy(rec->diff_id, cr.diff_id, sizeof(rec->diff_id));
     rec->size = cr.size;
     snprintf(rec->media_type, sizeof(rec->media_type), "%s", cr.media_type);
-    rfc3339_now(rec->created);
+    step_created(c, rec->created);
     char a[32], b[32];
     human_bytes(cr.size, a);
     human_bytes(cr.uncompressed_size, b);
@@ -908,6 +924,43 @@ static int blob_diff_id(struct ctx *c, const char *digest, char out[72], struct 
 }
 
 /*
+ * Step i was just pulled from the cache repository: when the newer of its
+ * manifest's `used` time ("" for none) and its config's created time
+ * (rec->created) is more than KILN_STEPCACHE_TOUCH_SECONDS old, put the
+ * same manifest (config cfg_digest, the layer of rec) again under `tag`
+ * with `used` set to now, so that kiln gc --cache-repo keeps a step that is
+ * still in use. Only the manifest goes up: the repository has both blobs.
+ * A failure is an INFO line: the step was found all the same, and the cache
+ * stays on (a read-only cache repository is still a good one).
+ */
+static void cache_touch(struct ctx *c, size_t i, const char *tag, const char *cfg_digest,
+                        uint64_t cfg_size, const struct kiln_step_record *rec, const char *used)
+{
+    int64_t now = (int64_t)time(NULL), last = 0;
+    bool by_use = false;
+    if (kiln_stepcache_last_time(rec->created, used, &last, &by_use) < 0 ||
+        now - last <= KILN_STEPCACHE_TOUCH_SECONDS)
+        return;
+    const struct kiln_step *st = &c->plan.steps[i];
+    char now_text[KILN_STEPCACHE_TIME_BUFSZ];
+    rfc3339_at(now, now_text);
+    _cleanup_(kiln_buf_release) struct kiln_buf mb = KILN_BUF_INIT;
+    kiln_buf_init(&mb, KILN_STEPCACHE_MANIFEST_MAX);
+    struct kiln_error *e = NULL;
+    int r = kiln_stepcache_manifest_make(cfg_digest, cfg_size, rec, now_text, &mb, &e);
+    if (r >= 0)
+        r = kiln_registry_manifest_put(c->cache_reg, c->cache_ref.path, tag, KILN_MT_OCI_MANIFEST,
+                                       mb.buf, mb.len, NULL, &e);
+    if (r >= 0)
+        say(c, KILN_BUILD_LOG_INFO, "step %s: recorded as used in %s (%s %s)", kiln_step_name(st),
+            c->cache_name, by_use ? "last used" : "created", by_use ? used : rec->created);
+    else if (r != -KILN_ECANCELLED && !is_cancelled(c))
+        say(c, KILN_BUILD_LOG_INFO, "step %s: could not record its use in %s: %s",
+            kiln_step_name(st), c->cache_name, e ? e->msg : "failed");
+    kiln_error_free(e);
+}
+
+/*
  * Fetch step i from the cache repository into *rec and the stores: 1 when
  * it is there (its layer blob in the blob store, unpacked in the layer
  * store, its diff_id checked), 0 when the registry has no such tag.
@@ -937,7 +990,9 @@ static int cache_fetch(struct ctx *c, size_t i, struct kiln_step_record *rec, in
     memset(rec, 0, sizeof(*rec));
     char cfg_digest[KILN_DIGEST_BUFSZ];
     uint64_t cfg_size = 0;
-    r = kiln_stepcache_manifest_parse(m.data, m.len, m.media_type, cfg_digest, &cfg_size, rec, err);
+    char used[KILN_STEPCACHE_TIME_BUFSZ];
+    r = kiln_stepcache_manifest_parse(m.data, m.len, m.media_type, cfg_digest, &cfg_size, rec, used,
+                                      err);
     kiln_registry_manifest_release(&m);
     if (r < 0)
         return r;
@@ -999,7 +1054,10 @@ static int cache_fetch(struct ctx *c, size_t i, struct kiln_step_record *rec, in
                                   rec->digest, got, rec->diff_id);
     }
     r = kiln_stepcache_put(c->steps_dir, st->key, rec, err);
-    return r < 0 ? r : 1;
+    if (r < 0)
+        return r;
+    cache_touch(c, i, tag, cfg_digest, cfg_size, rec, used);
+    return 1;
 }
 
 /*
@@ -1078,7 +1136,14 @@ static int cache_push_step(struct ctx *c, size_t i, struct kiln_error **err)
     kiln_upload_free(u);
     if (r < 0)
         return kiln_error_prefix(err, "upload the step config");
-    r = kiln_stepcache_manifest_make(cfg_digest, cb.len, rec, &mb, err);
+    /* a step made with an old created time (SOURCE_DATE_EPOCH) is pushed as used
+     * now: else kiln gc --cache-repo would take it for an old one */
+    int64_t made = 0, now = (int64_t)time(NULL);
+    char now_text[KILN_STEPCACHE_TIME_BUFSZ];
+    rfc3339_at(now, now_text);
+    bool stale = kiln_stepcache_last_time(rec->created, "", &made, NULL) < 0 ||
+                 now - made > KILN_STEPCACHE_TOUCH_SECONDS;
+    r = kiln_stepcache_manifest_make(cfg_digest, cb.len, rec, stale ? now_text : NULL, &mb, err);
     if (r >= 0)
         r = kiln_registry_manifest_put(c->cache_reg, repo, tag, KILN_MT_OCI_MANIFEST, mb.buf,
                                        mb.len, NULL, err);
@@ -1567,6 +1632,10 @@ static int push_image(struct ctx *c, const char *config_digest, uint64_t config_
 static int build(struct ctx *c, struct kiln_error **err)
 {
     int r;
+    if (c->o->source_date_epoch > RFC3339_MAX_EPOCH)
+        return kiln_error_set(err, KILN_EINVAL, 0,
+                              "build: source_date_epoch %lld is after the year 9999",
+                              (long long)c->o->source_date_epoch);
     if ((r = open_state(c, err)) < 0 || (r = resolve_base(c, c->spec->base_image, err)) < 0)
         return r;
     r = kiln_plan_make(c->spec, c->info.manifest_digest, &c->o->plan, &c->plan, err);

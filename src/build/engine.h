@@ -100,7 +100,8 @@ struct kiln_build_options {
     struct kiln_compress_options compress; /* {0}: gzip, defaults */
     struct kiln_plan_options plan;         /* pip index, trusted hosts */
     long step_timeout_ms;                  /* 0: none */
-    int64_t source_date_epoch;             /* >= 0: clamp layer mtimes to it; < 0: no clamp */
+    int64_t source_date_epoch; /* >= 0: clamp layer mtimes to it and use it as the steps'
+                                  created time; < 0: now, no clamp */
     int (*cancelled)(void *userdata);
     void (*on_log)(void *userdata, enum kiln_build_log kind, const char *line, size_t len);
     void *userdata;

@@ -16,6 +16,9 @@
 
 #define RECORD_MAX 4096
 
+_Static_assert(KILN_STEPCACHE_TIME_BUFSZ == sizeof(((struct kiln_step_record *)0)->created),
+               "a used time fits where a created one does");
+
 static bool key_ok(const char *key)
 {
     if (!key || strlen(key) != KILN_STEP_KEY_LEN)
@@ -285,15 +288,47 @@ int kiln_stepcache_created_time(const char *created, int64_t *ret_epoch)
     return 0;
 }
 
-int kiln_stepcache_manifest_make(const char *config_digest, uint64_t config_size,
-                                 const struct kiln_step_record *rec, struct kiln_buf *out,
-                                 struct kiln_error **err)
+int kiln_stepcache_last_time(const char *created, const char *used, int64_t *ret_epoch,
+                             bool *ret_is_used)
 {
+    int64_t c = 0, u = 0;
+    bool have_used = used && *used;
+    if (kiln_stepcache_created_time(created, &c) < 0 ||
+        (have_used && kiln_stepcache_created_time(used, &u) < 0))
+        return -1;
+    bool is_used = have_used && u > c;
+    *ret_epoch = is_used ? u : c;
+    if (ret_is_used)
+        *ret_is_used = is_used;
+    return 0;
+}
+
+/* A "used" annotation kiln makes and accepts. */
+static bool used_ok(const char *used)
+{
+    int64_t t;
+    return strlen(used) < KILN_STEPCACHE_TIME_BUFSZ && kiln_stepcache_created_time(used, &t) == 0;
+}
+
+int kiln_stepcache_manifest_make(const char *config_digest, uint64_t config_size,
+                                 const struct kiln_step_record *rec, const char *used,
+                                 struct kiln_buf *out, struct kiln_error **err)
+{
+    if (used && !used_ok(used))
+        return kiln_error_set(err, KILN_EINVAL, 0,
+                              "step manifest: annotation '%s' is not an RFC 3339 time",
+                              KILN_STEPCACHE_USED_ANNOTATION);
     json_t *root = json_pack("{s:i, s:s, s:{s:s, s:s, s:I}, s:[{s:s, s:s, s:I}]}", "schemaVersion",
                              2, "mediaType", KILN_MT_OCI_MANIFEST, "config", "mediaType",
                              KILN_STEPCACHE_CONFIG_MT, "digest", config_digest, "size",
                              (json_int_t)config_size, "layers", "mediaType", rec->media_type,
                              "digest", rec->digest, "size", (json_int_t)rec->size);
+    if (root && used &&
+        json_object_set_new(root, "annotations",
+                            json_pack("{s:s}", KILN_STEPCACHE_USED_ANNOTATION, used)) < 0) {
+        json_decref(root);
+        root = NULL;
+    }
     return dump_json(root, "step manifest", out, err);
 }
 
@@ -315,7 +350,7 @@ static bool layer_type_ok(const char *mt)
 int kiln_stepcache_manifest_parse(const char *data, size_t len, const char *content_type,
                                   char ret_config_digest[KILN_DIGEST_BUFSZ],
                                   uint64_t *ret_config_size, struct kiln_step_record *ret,
-                                  struct kiln_error **err)
+                                  char ret_used[KILN_STEPCACHE_TIME_BUFSZ], struct kiln_error **err)
 {
     if (len > KILN_STEPCACHE_MANIFEST_MAX)
         return kiln_error_set(err, KILN_ETOOBIG, 0, "step manifest: %zu bytes, more than %zu", len,
@@ -325,6 +360,9 @@ int kiln_stepcache_manifest_parse(const char *data, size_t len, const char *cont
     if (r < 0)
         return kiln_error_prefix(err, "step manifest");
     const struct kiln_descriptor *l = m.n_layers == 1 ? &m.layers[0] : NULL;
+    /* kiln_manifest_parse() took annotations only as an object of strings */
+    const char *used =
+        json_string_value(json_object_get(m.annotations, KILN_STEPCACHE_USED_ANNOTATION));
     if (!m.media_type || strcmp(m.media_type, KILN_MT_OCI_MANIFEST) != 0)
         r = kiln_error_set(err, KILN_EINVAL, 0, "step manifest: not an OCI image manifest");
     else if (!m.config.media_type || strcmp(m.config.media_type, KILN_STEPCACHE_CONFIG_MT) != 0)
@@ -341,12 +379,18 @@ int kiln_stepcache_manifest_parse(const char *data, size_t len, const char *cont
                            l->media_type ? l->media_type : "");
     else if (!is_sha256(m.config.digest) || !is_sha256(l->digest))
         r = kiln_error_set(err, KILN_EINVAL, 0, "step manifest: digests must be sha256");
+    else if (used && !used_ok(used))
+        r = kiln_error_set(err, KILN_EINVAL, 0,
+                           "step manifest: annotation '%s' is not an RFC 3339 time",
+                           KILN_STEPCACHE_USED_ANNOTATION);
     if (r >= 0) {
         snprintf(ret_config_digest, KILN_DIGEST_BUFSZ, "%s", m.config.digest);
         *ret_config_size = (uint64_t)m.config.size;
         snprintf(ret->digest, sizeof(ret->digest), "%s", l->digest);
         snprintf(ret->media_type, sizeof(ret->media_type), "%s", l->media_type);
         ret->size = (uint64_t)l->size;
+        if (ret_used)
+            snprintf(ret_used, KILN_STEPCACHE_TIME_BUFSZ, "%s", used ? used : "");
     }
     kiln_manifest_release(&m);
     return r;

@@ -14,6 +14,7 @@
 #ifndef KILN_BUILD_STEPCACHE_H
 #define KILN_BUILD_STEPCACHE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,7 +26,8 @@ struct kiln_step_record {
     char diff_id[KILN_DIGEST_BUFSZ]; /* the uncompressed tar */
     uint64_t size;                   /* of the blob */
     char media_type[128];
-    char created[40]; /* when the step ran (the history entry's time) */
+    /* when the step ran, or the build's source_date_epoch (the history entry's time) */
+    char created[40];
 };
 
 /* 1 and *ret when DIR holds a valid record for `key` (64 hex), 0 when none. */
@@ -45,8 +47,13 @@ int kiln_stepcache_put(const char *dir, const char *key, const struct kiln_step_
  *   {"key": "<64 hex>", "kind": "apt", "created_by": "RUN ...",
  *    "diff_id": "sha256:..", "created": "RFC 3339", "kiln_version": ".."}
  * and its single layer is the step's layer blob, with the media type it was
- * committed with. The engine (build/engine.c) pushes and reads them; the
- * functions here only make and check the documents.
+ * committed with. The manifest may carry one annotation,
+ * KILN_STEPCACHE_USED_ANNOTATION: the RFC 3339 time a build last pulled the
+ * step (a pull rewrites the manifest with it when the newer of that and the
+ * config's "created" is more than KILN_STEPCACHE_TOUCH_SECONDS old), so that
+ * kiln gc --cache-repo keeps a step still in use. The engine
+ * (build/engine.c) pushes, reads and touches them; the functions here only
+ * make and check the documents.
  */
 #define KILN_STEPCACHE_CONFIG_MT  "application/vnd.kiln.step.v1+json"
 #define KILN_STEPCACHE_TAG_PREFIX "step-"
@@ -55,6 +62,12 @@ int kiln_stepcache_put(const char *dir, const char *key, const struct kiln_step_
 #define KILN_STEPCACHE_CONFIG_MAX ((size_t)4 << 20)
 /* Largest cache manifest accepted (one config and one layer descriptor). */
 #define KILN_STEPCACHE_MANIFEST_MAX ((size_t)64 << 10)
+/* The cache manifest's annotation of the time a build last pulled the step. */
+#define KILN_STEPCACHE_USED_ANNOTATION "io.kiln.step.used"
+/* A pull records its time when the step's last time is older than this (1 day). */
+#define KILN_STEPCACHE_TOUCH_SECONDS ((int64_t)24 * 60 * 60)
+/* A "used" time and its NUL (the size of a record's "created"). */
+#define KILN_STEPCACHE_TIME_BUFSZ 40
 
 struct kiln_buf;
 
@@ -103,26 +116,44 @@ int kiln_stepcache_config_created(const char *data, size_t len,
 int kiln_stepcache_created_time(const char *created, int64_t *ret_epoch);
 
 /*
+ * The time that counts for a cached step's age: the newer of its config's
+ * `created` and its manifest's `used` (NULL or "": none), in seconds since
+ * the epoch, as kiln_stepcache_created_time() reads them. 0 and
+ * *ret_epoch, *ret_is_used (may be NULL: true when `used` is the newer);
+ * -1 when either time is malformed (outputs untouched).
+ */
+int kiln_stepcache_last_time(const char *created, const char *used, int64_t *ret_epoch,
+                             bool *ret_is_used);
+
+/*
  * The cache manifest: an OCI image manifest with the config blob
  * (config_digest, config_size) and the layer of rec (media_type, digest,
- * size), appended to `out`.
+ * size), appended to `out`. `used` NULL: no annotations (the bytes kiln
+ * always made); else the manifest's annotations are
+ * {KILN_STEPCACHE_USED_ANNOTATION: used}, which must be an RFC 3339 time
+ * shorter than KILN_STEPCACHE_TIME_BUFSZ (else -KILN_EINVAL).
  */
 int kiln_stepcache_manifest_make(const char *config_digest, uint64_t config_size,
-                                 const struct kiln_step_record *rec, struct kiln_buf *out,
-                                 struct kiln_error **err);
+                                 const struct kiln_step_record *rec, const char *used,
+                                 struct kiln_buf *out, struct kiln_error **err);
 
 /*
  * Check a cache manifest (`content_type` as the registry sent it, or NULL):
  * at most KILN_STEPCACHE_MANIFEST_MAX bytes, an OCI image manifest whose
  * config has media type KILN_STEPCACHE_CONFIG_MT and a size up to
  * KILN_STEPCACHE_CONFIG_MAX, and exactly one layer of a tar, tar+gzip or
- * tar+zstd type (OCI or docker). On success ret_config_digest /
- * *ret_config_size get the config blob, ret->digest, ->size and
- * ->media_type the layer (the rest of *ret is untouched).
+ * tar+zstd type (OCI or docker), and a KILN_STEPCACHE_USED_ANNOTATION, if
+ * any, that kiln_stepcache_created_time() accepts and that fits
+ * KILN_STEPCACHE_TIME_BUFSZ (else -KILN_EINVAL naming the annotation; other
+ * annotations are ignored). On success ret_config_digest / *ret_config_size
+ * get the config blob, ret->digest, ->size and ->media_type the layer (the
+ * rest of *ret is untouched), and ret_used (may be NULL) the annotation's
+ * time, or "" when the manifest has none. Nothing is written on failure.
  */
 int kiln_stepcache_manifest_parse(const char *data, size_t len, const char *content_type,
                                   char ret_config_digest[KILN_DIGEST_BUFSZ],
                                   uint64_t *ret_config_size, struct kiln_step_record *ret,
+                                  char ret_used[KILN_STEPCACHE_TIME_BUFSZ],
                                   struct kiln_error **err);
 
 struct kiln_blobstore;

@@ -44,6 +44,10 @@ static const char build_help[] =
     "KILN_PIP_TRUSTED_HOST (space or comma separated) the hosts pip trusts; an\n"
     "http:// index's host is trusted when none are given.\n"
     "\n"
+    "SOURCE_DATE_EPOCH (seconds since 1970): the layers' file times are clamped to\n"
+    "it and the steps that run are dated by it (history and created), for\n"
+    "reproducible images; a step taken from a cache keeps the time it was made.\n"
+    "\n"
     "registry options (the base image's registry, the target's, the "
     "cache's):\n" CLI_REGISTRY_OPTIONS_HELP "\n" CLI_REGISTRY_ENV_HELP;
 

@@ -41,19 +41,25 @@ static const char gc_help[] =
     "\n"
     "With --cache-repo, only the shared step cache in that registry repository\n"
     "(see kiln build --cache-repo) is collected, not the local stores: each\n"
-    "step-<key> tag whose step config says it was created more than DAYS days\n"
-    "ago (0: every one) has its manifest deleted, by digest; other tags are left\n"
-    "alone, and so are step manifests or configs that fail kiln's checks (each is\n"
-    "reported). One line per removed tag, then a summary line. The registry must\n"
+    "step-<key> tag last used more than DAYS days ago (0: every one) has its\n"
+    "manifest deleted, by digest. A step's last use is the newer of the time its\n"
+    "step config says it was created and the time a build last pulled it (the\n"
+    "manifest's io.kiln.step.used annotation, which pulls refresh at most once a\n"
+    "day); a build that finds the step in its own local cache is not seen. Other\n"
+    "tags are left alone, and so are step manifests or configs that fail kiln's\n"
+    "checks (each is reported). One line per removed tag, naming the time that\n"
+    "counted (\"(created TIME)\" or \"(last used TIME)\"), with --dry-run also one\n"
+    "per kept tag (\"would keep ...\"), then a summary line. The registry must\n"
     "allow deletes (docker-registry: storage.delete.enabled) and the credentials\n"
     "must allow them; the layers and configs are freed only by the registry's own\n"
-    "garbage collection (docker-registry: registry garbage-collect CONFIG), as for\n"
-    "any deleted manifest. Builds that run meanwhile may miss a removed step and\n"
-    "run it again.\n"
+    "garbage collection, as for any deleted manifest, and since each recorded use\n"
+    "leaves the manifest it replaced untagged, docker-registry needs\n"
+    "registry garbage-collect --delete-untagged CONFIG. Builds that run meanwhile\n"
+    "may miss a removed step and run it again.\n"
     "\n"
     "  --cache-repo REPO       the cache repository, HOST[:PORT]/PATH\n"
-    "  --max-age DAYS          remove steps older than DAYS days (0: all)\n"
-    "  --dry-run               print what would be removed, remove nothing\n"
+    "  --max-age DAYS          remove steps not used for DAYS days (0: all)\n"
+    "  --dry-run               print what would be removed or kept, remove nothing\n"
     "\n"
     "registry options (with --cache-repo):\n" CLI_REGISTRY_OPTIONS_HELP "\n" CLI_REGISTRY_ENV_HELP;
 
@@ -76,7 +82,7 @@ struct cache_gc {
     struct kiln_registry *reg;
     const char *path; /* the repository on the registry */
     const char *name; /* HOST/PATH, for messages */
-    int64_t cutoff;   /* steps created before this are removed (INT64_MAX: all) */
+    int64_t cutoff;   /* steps last used before this are removed (INT64_MAX: all) */
     bool dry_run, quiet;
     uint64_t removed, kept, unreadable, total;
 };
@@ -103,13 +109,15 @@ static int cache_gc_tag(struct cache_gc *g, const char *tag, struct kiln_error *
     char cfg_digest[KILN_DIGEST_BUFSZ];
     char key[KILN_STEPCACHE_KEY_BUFSZ];
     uint64_t cfg_size = 0;
-    int64_t created = 0;
+    char used[KILN_STEPCACHE_TIME_BUFSZ] = "";
+    int64_t last = 0;
+    bool by_use = false;
     _cleanup_(kiln_buf_release) struct kiln_buf cb;
     kiln_buf_init(&cb, KILN_STEPCACHE_CONFIG_MAX);
     int r = kiln_registry_manifest_get(g->reg, g->path, tag, KILN_MT_OCI_MANIFEST, &m, err);
     if (r >= 0)
         r = kiln_stepcache_manifest_parse(m.data, m.len, m.media_type, cfg_digest, &cfg_size, &rec,
-                                          err);
+                                          used, err);
     if (r >= 0)
         r = kiln_registry_blob_get(g->reg, g->path, cfg_digest, (int64_t)cfg_size, kiln_buf_sink,
                                    &cb, NULL, err);
@@ -117,16 +125,21 @@ static int cache_gc_tag(struct cache_gc *g, const char *tag, struct kiln_error *
         r = kiln_stepcache_config_created(cb.buf, cb.len, key, &rec, err);
     if (r >= 0 && strcmp(key, tag + strlen(KILN_STEPCACHE_TAG_PREFIX)) != 0)
         r = kiln_error_set(err, KILN_EINVAL, 0, "step config: names another key");
-    if (r >= 0 && kiln_stepcache_created_time(rec.created, &created) < 0)
+    /* the manifest parser checked `used`: a failure here is the config's time */
+    if (r >= 0 && kiln_stepcache_last_time(rec.created, used, &last, &by_use) < 0)
         r = kiln_error_set(err, KILN_EINVAL, 0, "step config: no valid created time");
     if (r < 0) {
         kiln_registry_manifest_release(&m);
         cache_unreadable(g, tag, err);
         return 0;
     }
-    if (g->cutoff != INT64_MAX && created >= g->cutoff) {
+    const char *when = by_use ? "last used" : "created";
+    const char *time_text = by_use ? used : rec.created;
+    if (g->cutoff != INT64_MAX && last >= g->cutoff) {
         g->kept++;
         kiln_registry_manifest_release(&m);
+        if (g->dry_run && !g->quiet)
+            printf("would keep %s:%s (%s %s)\n", g->name, tag, when, time_text);
         return 0;
     }
     if (!g->dry_run) {
@@ -142,8 +155,8 @@ static int cache_gc_tag(struct cache_gc *g, const char *tag, struct kiln_error *
         return r;
     g->removed++;
     if (!g->quiet)
-        printf("%s %s:%s (created %s)\n", g->dry_run ? "would remove" : "removed", g->name, tag,
-               rec.created);
+        printf("%s %s:%s (%s %s)\n", g->dry_run ? "would remove" : "removed", g->name, tag, when,
+               time_text);
     return 0;
 }
 

@@ -312,13 +312,17 @@ else
 fi
 
 # ---- 9. a step cache shared through the registry ----------------------------------------------
-# Two "hosts" (fresh data dirs) share steps through $REGISTRY/kiln/cache.
+# Two "hosts" (fresh data dirs) share steps through $REGISTRY/kiln/cache. The first builds with
+# SOURCE_DATE_EPOCH=1600000000, so its steps are created 2020-09-13T12:26:40Z: older than a day,
+# the push records "used now" in the cache manifests (io.kiln.step.used); with that annotation
+# taken off (as a step pushed long ago has it), a pull records its use again.
 CREPO=$REGISTRY/kiln/cache
 CURL_OCI="Accept: application/vnd.oci.image.manifest.v1+json"
-"$KILN" build "$T/s1.yaml" --cache-repo "$CREPO" --data-dir "$T/cacheA" --push \
-    --tag "$REGISTRY/team/cached:a" >"$T/ca.out" 2>"$T/ca.err"
+SDE_TIME=2020-09-13T12:26:40Z
+SOURCE_DATE_EPOCH=1600000000 "$KILN" build "$T/s1.yaml" --cache-repo "$CREPO" --data-dir "$T/cacheA" \
+    --push --tag "$REGISTRY/team/cached:a" >"$T/ca.out" 2>"$T/ca.err"
 rc=$?
-ok $rc "a build with --cache-repo on a fresh data dir (exit $rc)"
+ok $rc "a build with --cache-repo and SOURCE_DATE_EPOCH on a fresh data dir (exit $rc)"
 [ $rc -eq 0 ] || show "$T/ca.err"
 is "$(grep -c 'step [a-z]* ran in' "$T/ca.err")" 2 "... runs both steps"
 curl -fsS "$REGISTRY_URL/v2/kiln/cache/tags/list" >"$T/ctags.json" 2>/dev/null
@@ -326,8 +330,12 @@ is "$(jq -r '.tags[]' "$T/ctags.json" 2>/dev/null | grep -Ec '^step-[0-9a-f]{64}
     "the cache repository has a step-<key> tag per step"
 APT_TAG=
 cache_doc_ok=0
+sde_created=0
+pushed_used=0
+tp0=$(date +%s)
 for tg in $(jq -r '.tags[]' "$T/ctags.json" 2>/dev/null); do
     curl -fsS -H "$CURL_OCI" "$REGISTRY_URL/v2/kiln/cache/manifests/$tg" >"$T/cm.json" 2>/dev/null
+    cp "$T/cm.json" "$T/cm-$tg.json"
     cfgd=$(jq -r .config.digest "$T/cm.json")
     curl -fsSL "$REGISTRY_URL/v2/kiln/cache/blobs/$cfgd" >"$T/cc.json" 2>/dev/null
     jq -e --arg k "${tg#step-}" '.key == $k and (.diff_id | startswith("sha256:")) and (.created | length) > 0' \
@@ -335,14 +343,60 @@ for tg in $(jq -r '.tags[]' "$T/ctags.json" 2>/dev/null); do
         jq -e '.mediaType == "application/vnd.oci.image.manifest.v1+json" and
                .config.mediaType == "application/vnd.kiln.step.v1+json" and (.layers | length) == 1' \
             "$T/cm.json" >/dev/null || cache_doc_ok=1
+    [ "$(jq -r .created "$T/cc.json")" = "$SDE_TIME" ] && sde_created=$((sde_created + 1))
+    jq -e --argjson t0 "$tp0" '(.annotations | keys) == ["io.kiln.step.used"] and
+        (.annotations["io.kiln.step.used"] | fromdateiso8601) >= $t0 - 600' "$T/cm.json" >/dev/null &&
+        pushed_used=$((pushed_used + 1))
     [ "$(jq -r .kind "$T/cc.json")" = apt ] && APT_TAG=$tg && cp "$T/cm.json" "$T/apt-cm.json"
 done
 ok $cache_doc_ok "each tag is an OCI manifest: a step config naming its key, one layer"
 [ -n "$APT_TAG" ]
 ok $? "one of them is the apt step's"
+is "$sde_created" 2 "both step configs say created $SDE_TIME (SOURCE_DATE_EPOCH)"
+is "$pushed_used" 2 "a push of steps created long ago records them as used now"
 grep -Eq "push [0-9a-f]{12}: mounted from kiln/cache" "$T/ca.err"
 ok $? "the image push mounts the step layers from the cache repository"
+skopeo inspect --tls-verify=false --config "docker://$REGISTRY/team/cached:a" >"$T/ca-config.json" 2>/dev/null
+jq -e --arg t "$SDE_TIME" '.created == $t and ([.history[] | select(.created_by // "" | startswith("RUN /bin/sh -c ")) | .created] | length == 2 and all(. == $t))' \
+    "$T/ca-config.json" >/dev/null
+ok $? "the image config's created and the steps' history entries are $SDE_TIME"
+"$KILN" gc --cache-repo "$CREPO" --max-age 1 --dry-run >"$T/gcu0.out" 2>"$T/gcu0.err"
+is "$(grep -c "^would keep $CREPO:step-[0-9a-f]\{64\} (last used [0-9T:-]*Z)\$" "$T/gcu0.out")" 2 \
+    "kiln gc --cache-repo --max-age 1 --dry-run keeps both: just pushed"
+# the manifests as a push without the annotation made them (a step pushed long ago)
+strip_ok=0
+for tg in $(jq -r '.tags[]' "$T/ctags.json" 2>/dev/null); do
+    jq -c 'del(.annotations)' "$T/cm-$tg.json" >"$T/cm-strip.json" &&
+        cp "$T/cm-strip.json" "$T/cm-$tg.json" &&
+        curl -fsS -o /dev/null -X PUT -H "Content-Type: application/vnd.oci.image.manifest.v1+json" \
+            --data-binary "@$T/cm-strip.json" "$REGISTRY_URL/v2/kiln/cache/manifests/$tg" || strip_ok=1
+done
+ok $strip_ok "(the test takes the annotation off both step manifests)"
+"$KILN" gc --cache-repo "$CREPO" --max-age 1 --dry-run >"$T/gcu1.out" 2>"$T/gcu1.err"
+is "$(grep -c "^would remove $CREPO:step-[0-9a-f]\{64\} (created $SDE_TIME)\$" "$T/gcu1.out")" 2 \
+    "... then kiln gc --max-age 1 --dry-run would remove both steps, created in 2020"
 
+# a cache repository that refuses manifest PUTs: the pull cannot record its use (an INFO line
+# per step), the build goes on with the cache on (both steps still come from it)
+if faultproxy_start --rule 'path=/manifests/step-,method=PUT,status=403,count=0' >/dev/null 2>&1; then
+    "$KILN" build "$T/s1.yaml" --cache-repo "$FAULTPROXY/kiln/cache" --data-dir "$T/cacheR" \
+        >"$T/cr.out" 2>"$T/cr.err"
+    rc=$?
+    faultproxy_stop
+    ok $rc "a build whose cache repository refuses to record a use succeeds (exit $rc)"
+    [ $rc -eq 0 ] || show "$T/cr.err"
+    grep -q '(0 steps run, 2 cached)' "$T/cr.err" && ! grep -q 'warning:' "$T/cr.err"
+    ok $? "... takes both steps from the cache, with no warning"
+    is "$(grep -c "step [a-z]*: could not record its use in 127.0.0.1:[0-9]*/kiln/cache: " "$T/cr.err")" 2 \
+        "... an INFO line per step says the use was not recorded"
+else
+    for d in "refused touch: build" "refused touch: cached" "refused touch: INFO"; do
+        n=$((n + 1))
+        echo "ok $n # SKIP $d: cannot start the fault proxy"
+    done
+fi
+
+tb0=$(date +%s)
 "$KILN" build "$T/s1.yaml" --cache-repo "$CREPO" --data-dir "$T/cacheB" --push \
     --tag "$REGISTRY/team/cached:b" >"$T/cb.out" 2>"$T/cb.err"
 rc=$?
@@ -352,6 +406,22 @@ grep -q '(0 steps run, 2 cached)' "$T/cb.err" && ! grep -q 'ran in' "$T/cb.err"
 ok $? "... runs no step"
 is "$(grep -c "step [12]/2 [a-z]*: cached in $CREPO (layer [0-9a-f]\{12\})" "$T/cb.err")" 2 \
     "... the log says both came from the cache repository"
+is "$(grep -c "step [a-z]*: recorded as used in $CREPO (created $SDE_TIME)" "$T/cb.err")" 2 \
+    "... and that it recorded their use (created in 2020)"
+used_ok=0
+for tg in $(jq -r '.tags[]' "$T/ctags.json" 2>/dev/null); do
+    curl -fsS -H "$CURL_OCI" "$REGISTRY_URL/v2/kiln/cache/manifests/$tg" >"$T/cm.json" 2>/dev/null
+    jq -e --argjson t0 "$tb0" --slurpfile old "$T/cm-$tg.json" \
+        '(.annotations | keys) == ["io.kiln.step.used"] and
+         (.annotations["io.kiln.step.used"] | fromdateiso8601) >= $t0 and
+         .config == $old[0].config and .layers == $old[0].layers' "$T/cm.json" >/dev/null || used_ok=1
+done
+ok $used_ok "the step manifests now carry io.kiln.step.used (this build's time), same config and layer"
+"$KILN" gc --cache-repo "$CREPO" --max-age 1 --dry-run >"$T/gcu2.out" 2>"$T/gcu2.err"
+is "$(tail -n 1 "$T/gcu2.out")" "cache $CREPO: would remove 0 of 2 step manifests (2 kept, 0 unreadable)" \
+    "kiln gc --cache-repo --max-age 1 --dry-run now removes nothing"
+is "$(grep -c "^would keep $CREPO:step-[0-9a-f]\{64\} (last used [0-9T:-]*Z)\$" "$T/gcu2.out")" 2 \
+    "... saying that the steps' last use counted"
 DA=$(tail -n 1 "$T/ca.out")
 DB=$(tail -n 1 "$T/cb.out")
 case "$DA" in *@sha256:*) ;; *) DA=unset-a ;; esac
@@ -402,6 +472,8 @@ grep -q "step 1/2 apt: cached in $CREPO" "$T/cdel.err" && grep -q 'step pip ran 
 ok $? "... the apt step comes from the cache repository, the pip step runs"
 is "$(grep -c "warning: shared step cache $CREPO: look up step pip .*the step runs" "$T/cdel.err")" 1 \
     "... after one warning"
+! grep -q 'recorded as used' "$T/cdel.err"
+ok $? "... a step created (run and pushed) less than a day ago is not touched by its pull"
 pipl=$(curl -fsS -H "$CURL_OCI" "$REGISTRY_URL/v2/kiln/cache/manifests/$PIP_TAG" 2>/dev/null | jq -r '.layers[0].digest')
 curl -fsS -o /dev/null -I "$REGISTRY_URL/v2/kiln/cache/blobs/$pipl" 2>/dev/null
 ok $? "... and the step's push puts a layer back under its tag"

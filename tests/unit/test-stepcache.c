@@ -123,7 +123,7 @@ static void test_config(void)
 static int parse_man(const char *text, char cfg[KILN_DIGEST_BUFSZ], uint64_t *size,
                      struct kiln_step_record *rec, struct kiln_error **err)
 {
-    return kiln_stepcache_manifest_parse(text, strlen(text), NULL, cfg, size, rec, err);
+    return kiln_stepcache_manifest_parse(text, strlen(text), NULL, cfg, size, rec, NULL, err);
 }
 
 #define MAN(mt, cmt, csize, layers)                                                                \
@@ -131,19 +131,32 @@ static int parse_man(const char *text, char cfg[KILN_DIGEST_BUFSZ], uint64_t *si
     "\",\"digest\":\"" CFG "\",\"size\":" csize "},\"layers\":[" layers "]}"
 #define LAYER_DESC(mt) "{\"mediaType\":\"" mt "\",\"digest\":\"" LAYER "\",\"size\":1234}"
 #define OCI_MAN        "application/vnd.oci.image.manifest.v1+json"
+/* kiln_stepcache_manifest_make(CFG, 321, record(), NULL) as kiln made it before "used" */
+#define MADE_MAN                                                                                   \
+    "{\"config\":{\"digest\":\"" CFG "\",\"mediaType\":\"application/vnd.kiln.step.v1+json\","     \
+    "\"size\":321},\"layers\":[{\"digest\":\"" LAYER "\",\"mediaType\":\"" MT_GZ "\","             \
+    "\"size\":1234}],\"mediaType\":\"" OCI_MAN "\",\"schemaVersion\":2}"
+/* MAN() with annotations (a JSON object's text) */
+#define MAN_ANN(ann)                                                                               \
+    "{\"schemaVersion\":2,\"mediaType\":\"" OCI_MAN                                                \
+    "\",\"config\":{\"mediaType\":\"" KILN_STEPCACHE_CONFIG_MT "\",\"digest\":\"" CFG              \
+    "\",\"size\":10},\"layers\":[" LAYER_DESC(MT_GZ) "],\"annotations\":" ann "}"
 
 static void test_manifest(void)
 {
     struct kiln_step_record rec = record();
     struct kiln_buf b = KILN_BUF_INIT;
     struct kiln_error *err = NULL;
-    is_int(kiln_stepcache_manifest_make(CFG, 321, &rec, &b, &err), 0, "manifest made");
+    is_int(kiln_stepcache_manifest_make(CFG, 321, &rec, NULL, &b, &err), 0, "manifest made");
+    is_str(b.buf, MADE_MAN, "without a used time: the bytes kiln always made, no annotations");
     char cfg[KILN_DIGEST_BUFSZ] = "";
     uint64_t csize = 0;
     struct kiln_step_record got;
     memset(&got, 0, sizeof(got));
-    is_int(kiln_stepcache_manifest_parse(b.buf, b.len, OCI_MAN, cfg, &csize, &got, &err), 0,
+    char used[KILN_STEPCACHE_TIME_BUFSZ] = "untouched";
+    is_int(kiln_stepcache_manifest_parse(b.buf, b.len, OCI_MAN, cfg, &csize, &got, used, &err), 0,
            "manifest read back%s%s", err ? ": " : "", err ? err->msg : "");
+    is_str(used, "", "no used annotation: an empty used time");
     is_str(cfg, CFG, "config digest");
     is_int((int)csize, 321, "config size");
     is_str(got.digest, LAYER, "layer digest");
@@ -179,10 +192,136 @@ static void test_manifest(void)
     size_t n = KILN_STEPCACHE_MANIFEST_MAX + 1;
     char *big = kiln_xmalloc(n);
     memset(big, ' ', n);
-    is_int(kiln_stepcache_manifest_parse(big, n, NULL, cfg, &csize, &got, &err), -KILN_ETOOBIG,
-           "a manifest over the cap is refused");
+    is_int(kiln_stepcache_manifest_parse(big, n, NULL, cfg, &csize, &got, NULL, &err),
+           -KILN_ETOOBIG, "a manifest over the cap is refused");
     kiln_error_free(err);
     free(big);
+}
+
+/* The "used" annotation: made, read back, refused when malformed; last_time(). */
+static void test_used(void)
+{
+    struct kiln_step_record rec = record();
+    struct kiln_buf b = KILN_BUF_INIT;
+    struct kiln_error *err = NULL;
+    is_int(kiln_stepcache_manifest_make(CFG, 321, &rec, "2026-11-25T21:00:00Z", &b, &err), 0,
+           "used: a manifest made with a used time");
+    ok(b.buf && strstr(b.buf, "\"annotations\":{\"" KILN_STEPCACHE_USED_ANNOTATION
+                              "\":\"2026-11-25T21:00:00Z\"}") != NULL,
+       "used: it is the manifest's only annotation: %s", b.buf ? b.buf : "");
+    char cfg[KILN_DIGEST_BUFSZ] = "";
+    uint64_t csize = 0;
+    struct kiln_step_record got;
+    memset(&got, 0, sizeof(got));
+    char used[KILN_STEPCACHE_TIME_BUFSZ] = "untouched";
+    is_int(kiln_stepcache_manifest_parse(b.buf, b.len, OCI_MAN, cfg, &csize, &got, used, &err), 0,
+           "used: read back%s%s", err ? ": " : "", err ? err->msg : "");
+    is_str(used, "2026-11-25T21:00:00Z", "used: the time read back");
+    is_str(cfg, CFG, "used: the config digest read back");
+    is_str(got.digest, LAYER, "used: the layer read back");
+    is_int((int)csize, 321, "used: the config size read back");
+
+    /* the same manifest without the annotation is what a push without it makes */
+    struct kiln_buf b0 = KILN_BUF_INIT;
+    is_int(kiln_stepcache_manifest_make(CFG, 321, &rec, NULL, &b0, &err), 0, "used: made without");
+    ok(b0.len < b.len && !strstr(b0.buf, "annotations"), "used: ... which has no annotations");
+    kiln_buf_release(&b0);
+    kiln_buf_release(&b);
+
+    /* make refuses a used time it would not read back */
+    static const char *const bad_times[] = {"yesterday", "2026-11-25T21:00:00",
+                                            "2026-13-25T21:00:00Z", "", NULL};
+    for (size_t i = 0; bad_times[i]; i++) {
+        is_int(kiln_stepcache_manifest_make(CFG, 321, &rec, bad_times[i], &b, &err), -KILN_EINVAL,
+               "used: make refuses '%s'", bad_times[i]);
+        ok(err && strstr(err->msg, KILN_STEPCACHE_USED_ANNOTATION), "used: ... naming it: %s",
+           err ? err->msg : "");
+        is_int((int)b.len, 0, "used: ... and appends nothing");
+        kiln_error_free(err);
+        err = NULL;
+    }
+    kiln_buf_release(&b);
+
+    /* other annotations are ignored, with or without a used time */
+    struct {
+        const char *text, *used;
+    } good[] = {
+        {MAN_ANN("{}"), ""},
+        {MAN_ANN("{\"org.example\":\"x\"}"), ""},
+        {MAN_ANN("{\"org.example\":\"x\",\"" KILN_STEPCACHE_USED_ANNOTATION
+                 "\":\"2026-11-25T22:00:00+01:00\"}"),
+         "2026-11-25T22:00:00+01:00"},
+        {MAN_ANN("{\"" KILN_STEPCACHE_USED_ANNOTATION "\":\"2026-11-25T21:00:00.123456789Z\"}"),
+         "2026-11-25T21:00:00.123456789Z"},
+        {MAN_ANN("null"), ""},
+    };
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(good); i++) {
+        snprintf(used, sizeof(used), "untouched");
+        int r = kiln_stepcache_manifest_parse(good[i].text, strlen(good[i].text), NULL, cfg, &csize,
+                                              &got, used, &err);
+        ok(r == 0 && !strcmp(used, good[i].used), "used: annotations %zu read: '%s'%s%s", i, used,
+           err ? ": " : "", err ? err->msg : "");
+        kiln_error_free(err);
+        err = NULL;
+    }
+
+    /* a used annotation that is there but malformed: the manifest is refused */
+    static const char *const bad[] = {
+        MAN_ANN("{\"" KILN_STEPCACHE_USED_ANNOTATION "\":\"yesterday\"}"),
+        MAN_ANN("{\"" KILN_STEPCACHE_USED_ANNOTATION "\":\"\"}"),
+        MAN_ANN("{\"" KILN_STEPCACHE_USED_ANNOTATION "\":\"2026-11-25 21:00:00Z\"}"),
+        MAN_ANN("{\"" KILN_STEPCACHE_USED_ANNOTATION "\":\"2026-11-25T25:00:00Z\"}"),
+        MAN_ANN("{\"" KILN_STEPCACHE_USED_ANNOTATION "\":\"2026-11-25T21:00:00.1234567890Z\"}"),
+        MAN_ANN("{\"" KILN_STEPCACHE_USED_ANNOTATION "\":1764104400}"),
+        MAN_ANN("{\"" KILN_STEPCACHE_USED_ANNOTATION "\":null}"),
+        MAN_ANN("{\"" KILN_STEPCACHE_USED_ANNOTATION "\":[\"2026-11-25T21:00:00Z\"]}"),
+        NULL,
+    };
+    for (size_t i = 0; bad[i]; i++) {
+        memset(&got, 0, sizeof(got));
+        snprintf(cfg, sizeof(cfg), "untouched");
+        snprintf(used, sizeof(used), "untouched");
+        int r = kiln_stepcache_manifest_parse(bad[i], strlen(bad[i]), NULL, cfg, &csize, &got, used,
+                                              &err);
+        ok(r == -KILN_EINVAL && err && strstr(err->msg, KILN_STEPCACHE_USED_ANNOTATION),
+           "used: malformed %zu refused, naming the annotation: %s", i, err ? err->msg : "");
+        ok(!strcmp(used, "untouched") && !strcmp(cfg, "untouched") && got.digest[0] == 0,
+           "used: ... the outputs untouched");
+        kiln_error_free(err);
+        err = NULL;
+    }
+
+    /* the newer of created and used counts */
+    struct {
+        const char *created, *used;
+        int rc;
+        int64_t t;
+        bool by_use;
+    } last[] = {
+        {"2024-05-06T07:08:09Z", NULL, 0, 1714979289, false},
+        {"2024-05-06T07:08:09Z", "", 0, 1714979289, false},
+        {"2024-05-06T07:08:09Z", "2024-05-06T07:08:10Z", 0, 1714979290, true},
+        {"2024-05-06T07:08:09Z", "2024-05-06T07:08:09Z", 0, 1714979289, false},
+        {"2024-05-06T07:08:09Z", "2024-05-06T07:08:08Z", 0, 1714979289, false},
+        {"2024-05-06T09:08:09+02:00", "2024-05-06T08:08:09+02:00", 0, 1714979289, false},
+        {"2020-09-13T12:26:40Z", "2024-05-06T05:38:09-01:30", 0, 1714979289, true},
+        {"soon", "2024-05-06T07:08:09Z", -1, 42, false},
+        {"2024-05-06T07:08:09Z", "later", -1, 42, false},
+        {NULL, NULL, -1, 42, false},
+    };
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(last); i++) {
+        int64_t t = 42;
+        bool by_use = false;
+        int rc = kiln_stepcache_last_time(last[i].created, last[i].used, &t, &by_use);
+        ok(rc == last[i].rc && t == last[i].t && by_use == last[i].by_use,
+           "last_time '%s' '%s': %d %lld %d", last[i].created ? last[i].created : "(null)",
+           last[i].used ? last[i].used : "(null)", rc, (long long)t, by_use);
+    }
+    int64_t t = 0;
+    is_int(kiln_stepcache_last_time("2020-09-13T12:26:40Z", NULL, &t, NULL), 0,
+           "last_time: ret_is_used may be NULL");
+    is_int((int)t, 1600000000, "last_time: SOURCE_DATE_EPOCH=1600000000 is 2020-09-13T12:26:40Z");
+    ok(KILN_STEPCACHE_TOUCH_SECONDS == 86400, "a pull records its use after a day");
 }
 
 /* kiln_stepcache_config_created(): any key and kind, the same other checks. */
@@ -260,5 +399,6 @@ int main(void)
     test_config();
     test_config_created();
     test_manifest();
+    test_used();
     return tap_done();
 }
