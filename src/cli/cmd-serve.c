@@ -1,5 +1,6 @@
 /*
- * kiln serve: the build service (store, workers, JSON API and web page);
+ * kiln serve: the build service (store, workers, JSON API and web page;
+ * with --workers 0 the API alone, the builds left to kiln worker);
  * kiln worker: the same build workers without the API, for more hosts on one
  * shared store.
  */
@@ -37,10 +38,10 @@ static const char serve_help[] =
     "                  [--runtime R] [--grace SECS] [OPTIONS]\n"
     "\n"
     "Run the build service: specs, their build jobs and pull secrets in a store\n"
-    "(SQLite DIR/kiln.db by default), job logs in DIR/logs, N workers that build each new spec "
-    "revision exactly as\n"
-    "`kiln build --push` does, and the JSON API (docs/api.md) with the admin web\n"
-    "page at http://ADDR:PORT/. Needs root (builds mount overlays and run runc).\n"
+    "(SQLite DIR/kiln.db by default), job logs in DIR/logs, N workers that build\n"
+    "each new spec revision exactly as `kiln build --push` does, and the JSON API\n"
+    "(docs/api.md) with the admin web page at http://ADDR:PORT/. Needs root\n"
+    "(builds mount overlays and run runc), unless --workers 0.\n"
     "Prints \"kiln serve: listening on http://ADDR:PORT\" on stderr once it listens.\n"
     "SIGTERM or SIGINT stops it: no new connections, no new builds; running builds\n"
     "get --grace seconds to finish, then are cancelled (job Cancelled, \"kiln serve\n"
@@ -52,13 +53,19 @@ static const char serve_help[] =
     "                          (KILN_DATA_DIR, default " KILN_DEFAULT_DATA_DIR ")\n"
     "  --store URL             the store: sqlite:PATH (default sqlite:DIR/kiln.db) or\n"
     "                          postgresql://[USER@]HOST[:PORT]/DB[?OPTIONS] (libpq's\n"
-    "                          URI; a password is best kept in ~/.pgpass or PGPASSWORD);\n"
-    "                          KILN_STORE_URL. Several kiln serve may share a database:\n"
-    "                          each running job is leased to its worker (renewed every\n"
-    "                          10 s); the jobs of a dead kiln serve are failed (or\n"
-    "                          requeued) at start when it ran on this host, else once\n"
-    "                          their lease (60 s) expired\n"
-    "  --workers N             builds at once (default 1)\n"
+    "                          URI; a password is best kept in ~/.pgpass or\n"
+    "                          PGPASSWORD); KILN_STORE_URL. Several kiln serve may\n"
+    "                          share a database: each running job is leased to its\n"
+    "                          worker (renewed every 10 s); the jobs of a dead kiln\n"
+    "                          serve are failed (or requeued) at start when it ran\n"
+    "                          on this host, else once their lease (60 s) expired\n"
+    "  --workers N             builds at once (default 1, at most 64). 0: no builds\n"
+    "                          here, only the API: jobs stay Pending until a\n"
+    "                          `kiln worker` on the same store claims them (with the\n"
+    "                          default SQLite store: one on this host with the same\n"
+    "                          --data-dir); nothing here then needs root, runc or\n"
+    "                          overlayfs (--runtime, --job-timeout, --grace and\n"
+    "                          KILN_CACHE_REPO are unused)\n"
     "  --job-timeout SECS      fail a build running longer (default 7200)\n"
     "  --requeue-interrupted   queue again the jobs a killed kiln serve left Running\n"
     "                          (default: they fail with 'interrupted')\n"
@@ -119,7 +126,8 @@ static const char worker_help[] =
     "                          default " KILN_DEFAULT_DATA_DIR ")\n"
     "  --workers N, --job-timeout SECS, --requeue-interrupted, --runtime NAME|PATH,\n"
     "  --grace SECS            as for kiln serve (see kiln serve --help, which also\n"
-    "                          lists the registry and pip settings)\n"
+    "                          lists the registry and pip settings); --workers from\n"
+    "                          1 to 64\n"
     "\n"
     "KILN_CACHE_REPO=HOST[:PORT]/PATH shares the step cache through that registry\n"
     "repository: give every kiln serve and kiln worker the same one.\n"
@@ -359,9 +367,10 @@ static int serve_main(int argc, char **argv, bool api)
             store_url = optarg;
             break;
         case OPT_WORKERS:
-            if (!parse_long(optarg, 1, 64, &workers)) {
-                rc = cli_usage_error(cmd_name, "--workers wants a number from 1 to 64, not '%s'",
-                                     optarg);
+            /* kiln serve --workers 0: the API alone; a worker is there to build */
+            if (!parse_long(optarg, api ? 0 : 1, 64, &workers)) {
+                rc = cli_usage_error(cmd_name, "--workers wants a number from %d to 64, not '%s'",
+                                     api ? 0 : 1, optarg);
                 goto out;
             }
             break;
@@ -436,8 +445,8 @@ static int serve_main(int argc, char **argv, bool api)
         goto out;
     }
 
-    /* the shared step cache (KILN_CACHE_REPO) */
-    const char *cache_repo = env("KILN_CACHE_REPO");
+    /* the shared step cache (KILN_CACHE_REPO): for builds, so not without workers */
+    const char *cache_repo = workers > 0 ? env("KILN_CACHE_REPO") : NULL;
     if (cache_repo) {
         if (kiln_build_cache_repo_check(cache_repo, &err) < 0) {
             rc = cli_usage_error(cmd_name, "KILN_CACHE_REPO: %s", err->msg);
@@ -489,6 +498,23 @@ static int serve_main(int argc, char **argv, bool api)
         kiln_log(KILN_LOG_INFO, "image registry %s: images go to %s%s", rs.rc.endpoint,
                  rs.rc.push_repo ? rs.rc.push_repo : rs.rc.repo_prefix,
                  rs.rc.push_repo ? ":NAME-REVISION" : "/NAME:REVISION");
+    if (workers == 0) {
+        /* only kiln serve gets here: who builds then */
+        if (!store_url)
+            kiln_log(KILN_LOG_INFO,
+                     "no build workers (--workers 0): jobs are built only when a `kiln worker "
+                     "--data-dir %s` on this host shares the store",
+                     data_dir);
+        else if (strcmp(kiln_store_backend(st), "sqlite") == 0)
+            kiln_log(KILN_LOG_INFO,
+                     "no build workers (--workers 0): jobs are built only when a `kiln worker "
+                     "--store %s` on this host shares the store",
+                     store_url);
+        else
+            kiln_log(KILN_LOG_INFO,
+                     "no build workers (--workers 0): jobs wait for a `kiln worker` on the same "
+                     "store");
+    }
 
     struct kiln_build_options bo = {.format = KILN_FORMAT_DOCKER,
                                     .compress = KILN_COMPRESS_OPTIONS_INIT,
@@ -518,11 +544,12 @@ static int serve_main(int argc, char **argv, bool api)
         .store = st,
         .data_dir = data_dir,
         .workers = (int)workers,
+        .no_workers = workers == 0,
         .job_timeout_ms = job_timeout * 1000,
         .requeue_interrupted = requeue,
         .worker_name = worker_name,
         .registry = rs.rc,
-        .build = &bo,
+        .build = workers > 0 ? &bo : NULL,
     };
     if (kiln_jobs_start(&jo, &jobs, &err) < 0) {
         rc = cli_fail(err);

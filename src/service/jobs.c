@@ -810,15 +810,17 @@ static void sweep_leases(struct kiln_jobs *j)
  * Every second (or beat_ms when shorter): cancels asked for in the store
  * (maybe by another process), timeouts, lease renewals every beat_ms, live
  * copies of the running jobs' logs every KILN_JOBS_LIVE_LOG_SYNC_MS, and
- * every lease_ms / 2 the sweep of expired leases.
+ * every lease_ms / 2 the sweep of expired leases. With no workers, only the
+ * sweep: the supervisor wakes for it alone.
  */
 static void *supervisor_main(void *arg)
 {
     struct kiln_jobs *j = arg;
-    int64_t *ids = kiln_xmalloc(sizeof(*ids) * (size_t)j->n);
-    int64_t *beats = kiln_xmalloc(sizeof(*beats) * (size_t)j->n);
-    int64_t *lives = kiln_xmalloc(sizeof(*lives) * (size_t)j->n);
-    long tick = j->beat_ms < TICK_MS ? j->beat_ms : TICK_MS;
+    size_t n = (size_t)j->n;
+    int64_t *ids = n ? kiln_xcalloc(n, sizeof(*ids)) : NULL;
+    int64_t *beats = n ? kiln_xcalloc(n, sizeof(*beats)) : NULL;
+    int64_t *lives = n ? kiln_xcalloc(n, sizeof(*lives)) : NULL;
+    long tick = j->n == 0 ? LONG_MAX : j->beat_ms < TICK_MS ? j->beat_ms : TICK_MS;
     int64_t next_sweep = mono_ms() + j->lease_ms / 2;
     pthread_mutex_lock(&j->mu);
     while (!j->supervisor_stop) {
@@ -986,6 +988,9 @@ int kiln_jobs_start(const struct kiln_jobs_options *o, struct kiln_jobs **ret,
         return kiln_error_set(err, KILN_EINVAL, 0, "jobs: store and data directory are required");
     if (o->workers < 0 || o->workers > 256)
         return kiln_error_set(err, KILN_EINVAL, 0, "jobs: %d workers: want 1 to 256", o->workers);
+    if (o->no_workers && o->workers != 0)
+        return kiln_error_set(err, KILN_EINVAL, 0, "jobs: no workers, yet %d workers asked for",
+                              o->workers);
     if (o->job_timeout_ms < 0)
         return kiln_error_set(err, KILN_EINVAL, 0, "jobs: negative job timeout");
     if (o->beat_ms < 0 || o->lease_ms < 0)
@@ -1022,9 +1027,8 @@ int kiln_jobs_start(const struct kiln_jobs_options *o, struct kiln_jobs **ret,
         j->tmpl = *o->build;
         j->have_tmpl = true;
     }
-    j->n = o->workers > 0 ? o->workers : 1;
-    j->w = kiln_xmalloc(sizeof(*j->w) * (size_t)j->n);
-    memset(j->w, 0, sizeof(*j->w) * (size_t)j->n);
+    j->n = o->no_workers ? 0 : o->workers > 0 ? o->workers : 1;
+    j->w = j->n > 0 ? kiln_xcalloc((size_t)j->n, sizeof(*j->w)) : NULL;
     _cleanup_free_ char *base = o->worker_name && o->worker_name[0]
                                     ? kiln_xstrdup(o->worker_name)
                                     : kiln_xasprintf("kiln-%ld", (long)getpid());
@@ -1034,7 +1038,8 @@ int kiln_jobs_start(const struct kiln_jobs_options *o, struct kiln_jobs **ret,
         atomic_init(&j->w[i].cancel, CANCEL_NONE);
     }
 
-    int r = kiln_fs_mkdir_p_path(j->logs_dir, 0750, NULL, err);
+    /* only workers write logs: with none, nothing is made in the data directory */
+    int r = j->n > 0 ? kiln_fs_mkdir_p_path(j->logs_dir, 0750, NULL, err) : 0;
     if (r < 0) {
         jobs_free(j);
         return kiln_error_prefix(err, "jobs: log directory");

@@ -51,6 +51,16 @@
  *    leases. This process's own workers keep renewing theirs.
  * With no registry configured (registry.configured false) no worker claims
  * anything (recovery still runs).
+ *
+ * No workers (no_workers true, for an API-only kiln serve): no worker thread
+ * starts and nothing is claimed, built or written to DATA/logs (the log
+ * directory is not even made); jobs wait for a process with workers on the
+ * same store. The supervisor still runs, for what needs no local worker:
+ * recovery at start and the sweep of expired leases every lease_ms / 2 (so
+ * the jobs of a dead worker elsewhere come back). kiln_jobs_wake() is then a
+ * no-op, kiln_jobs_cancel() asks the store only (the worker running the job,
+ * wherever it is, sees the store's cancel flag within a second),
+ * kiln_jobs_stats() counts nothing and kiln_jobs_stop() returns at once.
  * Pull secrets: a spec's pullSecret names a stored secret whose
  * dockerconfigjson gives the credentials for the base image's registry;
  * without one, the push credentials are used when the base image lives on
@@ -93,7 +103,8 @@ struct kiln_registry_config {
 struct kiln_jobs_options {
     struct kiln_store *store; /* borrowed */
     const char *data_dir;     /* logs in DATA/logs, the build store in DATA */
-    int workers;              /* 0: 1 */
+    int workers;              /* 1 to 256; 0: 1 (unless no_workers) */
+    bool no_workers;          /* start no worker thread (workers must be 0, else -KILN_EINVAL) */
     long job_timeout_ms;      /* 0: 2 h */
     bool requeue_interrupted;
     const char *worker_name; /* e.g. "host-pid"; NULL: "kiln-<pid>". Workers are named
@@ -108,13 +119,14 @@ struct kiln_jobs_options {
     /* Template of every build: runtime, format, plan (pip index), base
      * registry TLS settings (credentials come from the spec's pull secret),
      * step timeout. data_dir, target, push_registry, cancelled, on_log and
-     * userdata are set per job. */
+     * userdata are set per job. Unused with no_workers (may be NULL). */
     const struct kiln_build_options *build;
 };
 
 struct kiln_jobs;
 
-/* Recover, then start the workers. *ret is the caller's (kiln_jobs_stop). */
+/* Recover, then start the supervisor and the workers (none with no_workers). *ret is the
+ * caller's (kiln_jobs_stop). */
 int kiln_jobs_start(const struct kiln_jobs_options *o, struct kiln_jobs **ret,
                     struct kiln_error **err);
 

@@ -12,7 +12,8 @@
 # delete of a spec while it builds, kill -9 of kiln serve mid-build and restart
 # (Failed 'interrupted', or requeued with --requeue-interrupted), SIGTERM with
 # a grace period, --job-timeout, a kiln worker on the same store (its job's log
-# shown by kiln serve from the store, live while it runs), no registry
+# shown by kiln serve from the store, live while it runs), kiln serve
+# --workers 0 (API only) with a kiln worker on its data dir, no registry
 # configured, secret redaction.
 # usage: test-serve.sh KILN_BINARY [SOURCE_DIR]
 set -u
@@ -542,6 +543,66 @@ wait "$WPID" 2>/dev/null
 is "$?" 0 "kiln worker stops on SIGTERM with status 0"
 stop_serve TERM
 is "$(grep " $T/dataw/" /proc/self/mounts | wc -l)" 0 "the worker left no mount behind"
+
+# ---- 12c. kiln serve --workers 0: the API alone, kiln worker builds --------------------------
+"$KILN" worker --workers 0 --data-dir "$T/dataw" </dev/null >/dev/null 2>"$T/w0.err"
+is "$?" 2 "kiln worker --workers 0 is a usage error (a worker is there to build)"
+start_serve s7 "$D" --workers 0
+ok $? "kiln serve --workers 0 starts"
+grep -q "no build workers (--workers 0): jobs are built only when a \`kiln worker --data-dir .*\` on this host shares the store" \
+    "$T/s7.err"
+ok $? "it says that builds happen only in a kiln worker on this data dir"
+# its steps are in the step cache of $D (section 3): quick to build
+api PUT /api/v1/specs/apionly "$(body apionly curl kilntest-hello==1.0 pull)"
+JA=$(jb -r .job.id)
+is "$CODE $(jb -r '[.queued, .job.phase] | @tsv')" "201 true	Pending" "a spec applied queues a Pending job"
+# a worker would claim it at once: 3 s of Pending, looked at every 0.2 s
+i=0
+APHASE=Pending
+while [ $i -lt 15 ] && [ "$APHASE" = Pending ]; do
+    sleep 0.2
+    api GET "/api/v1/jobs/$JA"
+    APHASE=$(jb -r .phase)
+    i=$((i + 1))
+done
+is "$APHASE" Pending "it stays Pending: kiln serve --workers 0 claims nothing"
+"$KILN" worker --data-dir "$D" --runtime runc --workers 1 </dev/null >"$T/w2.out" 2>"$T/w2.err" &
+WPID=$!
+i=0
+while [ $i -lt 300 ] && ! grep -q '^kiln worker: 1 build worker running as ' "$T/w2.err"; do
+    kill -0 "$WPID" 2>/dev/null || break
+    sleep 0.1
+    i=$((i + 1))
+done
+grep -q '^kiln worker: 1 build worker running as ' "$T/w2.err"
+ok $? "kiln worker starts on the same data dir (its SQLite store)"
+W2NAME=$(sed -n 's/^kiln worker: 1 build worker running as \([^ ]*\) .*/\1/p' "$T/w2.err" | head -n 1)
+wait_job "$JA" 120
+is "$PHASE" Succeeded "kiln worker builds it; kiln serve's API shows it Succeeded"
+[ "$PHASE" = Succeeded ] || { jj -r .error | sed 's/^/#   /'; show "$T/w2.err"; }
+is "$(jj -r .image)" "$REGISTRY/built/apionly:$(jj -r .revision)" "with its image URL"
+api GET "/api/v1/jobs/$JA/log"
+[ "$CODE" = 200 ] && grep -q "job $JA: building spec 'apionly' .*worker ${W2NAME:-?})" "$T/resp/$k" &&
+    tail -n 1 "$T/resp/$k" | grep -q "job $JA: Succeeded"
+ok $? "kiln serve shows its log, written by kiln worker ($W2NAME), to the end"
+# a cancel through kiln serve reaches the kiln worker that runs the job (the store's flag)
+api PUT /api/v1/specs/apicancel "$(body apicancel figlet '')"
+JAC=$(jb -r .job.id)
+wait_log "$JAC" 60
+ok $? "kiln worker runs the next job's apt step"
+api POST "/api/v1/jobs/$JAC/cancel"
+is "$CODE" 202 "cancel through kiln serve --workers 0: 202"
+wait_job "$JAC" 30
+is "$(jj -r '[.phase, .error] | @tsv')" "Cancelled	cancelled" "kiln worker cancels the build"
+kill -TERM "$WPID" 2>/dev/null
+i=0
+while kill -0 "$WPID" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+wait "$WPID" 2>/dev/null
+is "$?" 0 "kiln worker stops on SIGTERM with status 0"
+WPID=
+stop_serve TERM
+is "$SERVE_RC" 0 "kiln serve --workers 0 stops on SIGTERM with status 0"
+is "$(leftovers | tr '\n' ' ')" "" "no container, mount or build dir is left"
 
 # ---- 13. no registry configured ------------------------------------------------------------
 (

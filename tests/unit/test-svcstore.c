@@ -2204,6 +2204,98 @@ static void test_jobs_live_log(void)
     kiln_fs_rm_rf_at(AT_FDCWD, dir, NULL);
 }
 
+/*
+ * No workers (an API-only kiln serve): nothing is claimed (the registry is
+ * configured, so a worker would claim at once) and DATA/logs is not made;
+ * a cancel of a job Running elsewhere is asked of the store; the supervisor
+ * still recovers the job of a worker whose lease expired; stop is quick.
+ */
+static void test_jobs_no_workers(void)
+{
+    pg_reset();
+    _cleanup_free_ char *path = db_path("noworkers.db");
+    _cleanup_free_ char *dir = db_path("jobs-none");
+    _cleanup_free_ char *logs = db_path("jobs-none/logs");
+    struct kiln_store *st = open_store_realtime(path);
+    ok(st != NULL, "no workers: store");
+    if (!st)
+        return;
+    kiln_fs_mkdir_p_path(dir, 0700, NULL, NULL);
+    pthread_mutex_lock(&log_mu);
+    kiln_buf_release(&log_seen);
+    pthread_mutex_unlock(&log_mu);
+
+    struct kiln_error *e = NULL;
+    struct kiln_jobs *jn = NULL;
+    struct kiln_jobs_options bad = {.store = st,
+                                    .data_dir = dir,
+                                    .workers = 2,
+                                    .no_workers = true,
+                                    .registry = {.configured = true}};
+    is_int(code(kiln_jobs_start(&bad, &jn, &e), &e), KILN_EINVAL,
+           "no workers: with workers 2 too is EINVAL");
+    ok(jn == NULL, "no workers: nothing returned then");
+
+    /* a job another worker ("remote-1") runs and keeps renewing, one whose worker is gone
+     * ("ghost-1": its lease runs out), and one Pending */
+    int64_t remote = claim_new(st, "nw-remote", "remote-1");
+    int64_t ghost = claim_new(st, "nw-ghost", "ghost-1");
+    put(st, "nw-pending", "debian:12", NULL, NULL, KILN_STORE_PUT_CREATE, NULL);
+    int64_t pending = 0;
+    kiln_store_job_create(st, "nw-pending", NULL, "r/none", &pending, NULL);
+    ok(remote && ghost && pending, "no workers: two jobs Running elsewhere, one Pending");
+
+    struct kiln_jobs_options o = {.store = st,
+                                  .data_dir = dir,
+                                  .no_workers = true,
+                                  .worker_name = "apihost-1",
+                                  .registry = {.configured = true},
+                                  .beat_ms = 100,
+                                  .lease_ms = 1000};
+    is_int(kiln_jobs_start(&o, &jn, &e), 0, "no workers: start %s", e ? e->msg : "");
+    kiln_error_freep(&e);
+    if (!jn) {
+        kiln_store_free(st);
+        return;
+    }
+    kiln_jobs_wake(jn);
+    bool claimed = false;
+    for (int i = 0; i < 40 && !claimed; i++) {
+        /* renew remote-1's lease as its own supervisor would */
+        kiln_store_job_heartbeat(st, remote, "remote-1", NULL);
+        claimed = !job_is(st, pending, KILN_JOB_PENDING, NULL);
+        sleep_ms(50);
+    }
+    ok(!claimed, "no workers: the Pending job stays Pending for 2 s, woken or not");
+    struct stat sb;
+    ok(stat(logs, &sb) < 0 && errno == ENOENT, "no workers: no log directory made");
+    struct kiln_jobs_stats stats;
+    kiln_jobs_stats(jn, &stats);
+    is_int(stats.running, 0, "no workers: nothing running here");
+
+    is_int(kiln_jobs_cancel(jn, st, remote, NULL), KILN_STORE_CANCEL_REQUESTED,
+           "no workers: cancel of a job Running elsewhere is requested");
+    is_int(kiln_store_job_cancel_requested(st, remote, NULL), 1,
+           "no workers: its worker finds the flag in the store");
+    ok(job_is(st, remote, KILN_JOB_RUNNING, "remote-1"),
+       "no workers: the job stays with its worker (it is renewed)");
+    is_int(kiln_jobs_cancel(jn, st, pending, NULL), KILN_STORE_CANCELLED_NOW,
+           "no workers: cancel of a Pending job is at once");
+
+    ok(wait_phase(st, ghost, KILN_JOB_FAILED, 5000),
+       "no workers: the sweep recovers a job whose lease expired");
+    ok(log_has("1 job whose lease expired"), "no workers: said");
+
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    kiln_jobs_stop(jn, 30000);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    ok(ms < 1000, "no workers: stop returns at once (%.0f ms, grace 30 s)", ms);
+    kiln_store_free(st);
+    kiln_fs_rm_rf_at(AT_FDCWD, dir, NULL);
+}
+
 /* ---- 10,000 specs, 100,000 jobs: time list pages ---- */
 
 static double ms_since(const struct timespec *t0)
@@ -2418,6 +2510,7 @@ int main(void)
     test_jobs_dead_local();
     test_jobs_log_stored();
     test_jobs_live_log();
+    test_jobs_no_workers();
     kiln_log_set_handler(NULL, NULL, KILN_LOG_INFO);
     kiln_buf_release(&log_seen);
     /* Slow under valgrind: KILN_TEST_NO_BENCH=1 skips it. SQLite only (it fills the file). */
