@@ -446,20 +446,28 @@ stop_serve TERM
 is "$SERVE_RC" 0 "an idle kiln serve stops at once on SIGTERM"
 is "$(leftovers | tr '\n' ' ')" "" "in the end no container, mount or build dir is left"
 
+# start_worker NAME ARGS...: `kiln worker ARGS` in the background (output in $T/NAME.out and
+# $T/NAME.err); waits for its start line; sets WPID and WNAME (its worker name); status 0 once
+# it runs
+start_worker() {
+    _sw=$1
+    shift
+    "$KILN" worker "$@" </dev/null >"$T/$_sw.out" 2>"$T/$_sw.err" &
+    WPID=$!
+    i=0
+    while [ $i -lt 300 ] && ! grep -q '^kiln worker: 1 build worker running as ' "$T/$_sw.err"; do
+        kill -0 "$WPID" 2>/dev/null || break
+        sleep 0.1
+        i=$((i + 1))
+    done
+    WNAME=$(sed -n 's/^kiln worker: 1 build worker running as \([^ ]*\) .*/\1/p' "$T/$_sw.err" | head -n 1)
+    [ -n "$WNAME" ]
+}
+
 # ---- 12b. kiln worker: more build workers on the same store, no API ---------------------------
 start_serve s6 "$D" --workers 1
-"$KILN" worker --store "sqlite:$D/kiln.db" --data-dir "$T/dataw" --runtime runc --workers 1 \
-    </dev/null >"$T/w1.out" 2>"$T/w1.err" &
-WPID=$!
-i=0
-while [ $i -lt 300 ] && ! grep -q '^kiln worker: 1 build worker running as ' "$T/w1.err"; do
-    kill -0 "$WPID" 2>/dev/null || break
-    sleep 0.1
-    i=$((i + 1))
-done
-grep -q '^kiln worker: 1 build worker running as ' "$T/w1.err"
+start_worker w1 --store "sqlite:$D/kiln.db" --data-dir "$T/dataw" --runtime runc --workers 1
 ok $? "kiln worker starts (no API) on kiln serve's store"
-WNAME=$(sed -n 's/^kiln worker: 1 build worker running as \([^ ]*\) .*/\1/p' "$T/w1.err" | head -n 1)
 # wa's apt step (not in any cache) keeps its builder busy for seconds; wb is
 # queued once wa runs, so the other pool's idle worker takes it: kiln serve's
 # at once, or kiln worker's at its next look at the store (every 2 s)
@@ -566,17 +574,9 @@ while [ $i -lt 15 ] && [ "$APHASE" = Pending ]; do
     i=$((i + 1))
 done
 is "$APHASE" Pending "it stays Pending: kiln serve --workers 0 claims nothing"
-"$KILN" worker --data-dir "$D" --runtime runc --workers 1 </dev/null >"$T/w2.out" 2>"$T/w2.err" &
-WPID=$!
-i=0
-while [ $i -lt 300 ] && ! grep -q '^kiln worker: 1 build worker running as ' "$T/w2.err"; do
-    kill -0 "$WPID" 2>/dev/null || break
-    sleep 0.1
-    i=$((i + 1))
-done
-grep -q '^kiln worker: 1 build worker running as ' "$T/w2.err"
+start_worker w2 --data-dir "$D" --runtime runc --workers 1
 ok $? "kiln worker starts on the same data dir (its SQLite store)"
-W2NAME=$(sed -n 's/^kiln worker: 1 build worker running as \([^ ]*\) .*/\1/p' "$T/w2.err" | head -n 1)
+W2NAME=$WNAME
 wait_job "$JA" 120
 is "$PHASE" Succeeded "kiln worker builds it; kiln serve's API shows it Succeeded"
 [ "$PHASE" = Succeeded ] || { jj -r .error | sed 's/^/#   /'; show "$T/w2.err"; }
