@@ -311,6 +311,17 @@ else
     done
 fi
 
+# gc_run NAME DESCRIPTION ARGS...: `kiln gc ARGS` into $T/NAME.out and .err, checked to exit 0
+gc_run() {
+    _g=$1
+    _d=$2
+    shift 2
+    "$KILN" gc "$@" >"$T/$_g.out" 2>"$T/$_g.err"
+    _rc=$?
+    ok $_rc "$_d (exit $_rc)"
+    [ $_rc -eq 0 ] || show "$T/$_g.err"
+}
+
 # ---- 9. a step cache shared through the registry ----------------------------------------------
 # Two "hosts" (fresh data dirs) share steps through $REGISTRY/kiln/cache. The first builds with
 # SOURCE_DATE_EPOCH=1600000000, so its steps are created 2020-09-13T12:26:40Z: older than a day,
@@ -500,25 +511,16 @@ jq -c '.annotations = {"kiln.test": "other"}' "$T/apt-cm.json" >"$T/other-cm.jso
 ok $? "(a tag that is not a step's is put in the cache repository)"
 ctags >"$T/gc-before"
 is "$(grep -c '^step-' "$T/gc-before")" 2 "(the cache repository holds 2 step tags)"
-"$KILN" gc --cache-repo "$CREPO" --max-age 36500 >"$T/gc1.out" 2>"$T/gc1.err"
-rc=$?
-ok $rc "kiln gc --cache-repo --max-age 36500 (exit $rc)"
-[ $rc -eq 0 ] || show "$T/gc1.err"
+gc_run gc1 "kiln gc --cache-repo --max-age 36500" --cache-repo "$CREPO" --max-age 36500
 is "$(tail -n 1 "$T/gc1.out")" "cache $CREPO: removed 0 of 2 step manifests (2 kept, 0 unreadable)" \
     "... removes nothing younger than 100 years"
-"$KILN" gc --cache-repo "$CREPO" --max-age 0 --dry-run >"$T/gc2.out" 2>"$T/gc2.err"
-rc=$?
-ok $rc "kiln gc --cache-repo --max-age 0 --dry-run (exit $rc)"
-[ $rc -eq 0 ] || show "$T/gc2.err"
+gc_run gc2 "kiln gc --cache-repo --max-age 0 --dry-run" --cache-repo "$CREPO" --max-age 0 --dry-run
 is "$(grep -c "^would remove $CREPO:step-[0-9a-f]\{64\} (created " "$T/gc2.out")" 2 "... lists both steps"
 is "$(tail -n 1 "$T/gc2.out")" "cache $CREPO: would remove 2 of 2 step manifests (0 kept, 0 unreadable)" \
     "... in its summary"
 ctags | cmp -s - "$T/gc-before"
 ok $? "... and removes nothing"
-"$KILN" gc --cache-repo "$CREPO" --max-age 0 >"$T/gc3.out" 2>"$T/gc3.err"
-rc=$?
-ok $rc "kiln gc --cache-repo --max-age 0 (exit $rc)"
-[ $rc -eq 0 ] || show "$T/gc3.err"
+gc_run gc3 "kiln gc --cache-repo --max-age 0" --cache-repo "$CREPO" --max-age 0
 is "$(tail -n 1 "$T/gc3.out")" "cache $CREPO: removed 2 of 2 step manifests (0 kept, 0 unreadable)" \
     "... removes both step manifests"
 is "$(ctags | tr '\n' ' ')" "other " "... the step tags are gone, the other tag stays"

@@ -1109,6 +1109,39 @@ static void push_image(struct kiln_registry *r, const char *repo, const char *ta
     free(got);
 }
 
+/*
+ * What the copy tests start from: registries a and b opened, a layer of
+ * `lsize` and a config of `csize` pseudo-random bytes (seeds seed and
+ * seed + 1, files NAME-l and NAME-c), pushed to a as REPO:1.
+ */
+struct copy_fixture {
+    struct kiln_registry *ra, *rb;
+    struct blob l, c;
+    char mdigest[80];
+};
+
+static void fixture_open(struct copy_fixture *f, const char *a, const char *b, const char *name,
+                         uint64_t lsize, uint64_t csize, uint32_t seed, const char *repo,
+                         const char *label)
+{
+    char n[128];
+    f->ra = open_reg(a, NULL, NULL, 0, 2);
+    f->rb = open_reg(b, NULL, NULL, 0, 2);
+    snprintf(n, sizeof(n), "%s-l", name);
+    make_blob(&f->l, n, lsize, seed);
+    snprintf(n, sizeof(n), "%s-c", name);
+    make_blob(&f->c, n, csize, seed + 1);
+    push_image(f->ra, repo, "1", &f->c, &f->l, f->mdigest, label);
+}
+
+static void fixture_close(struct copy_fixture *f)
+{
+    kiln_registry_free(f->ra);
+    kiln_registry_free(f->rb);
+    blob_close(&f->l);
+    blob_close(&f->c);
+}
+
 /* How a registry -> registry copy moves the bytes. */
 enum via { VIA_KERNEL, VIA_RING, VIA_RING_VERIFY };
 
@@ -1141,20 +1174,15 @@ static void test_copy_corrupt(const char *a, const char *a_proxy, const char *b,
                               const char *b_proxy, const char *b_log)
 {
     struct kiln_error *e = NULL;
-    struct kiln_registry *ra = open_reg(a, NULL, NULL, 0, 2);
-    struct kiln_registry *rb = open_reg(b, NULL, NULL, 0, 2);
-    struct blob l, c;
-    make_blob(&l, "copy-bad-l", (3 << 19) + 7, 61);
-    make_blob(&c, "copy-bad-c", 400, 62);
-    char mdigest[80];
-    push_image(ra, "kt/xsrc", "1", &c, &l, mdigest, "copy");
+    struct copy_fixture f;
+    fixture_open(&f, a, b, "copy-bad", (3 << 19) + 7, 400, 61, "kt/xsrc", "copy");
     char src[256], dst[256], rule[512], put[160];
     snprintf(src, sizeof(src), "%s/kt/xsrc:1", a_proxy);
-    snprintf(put, sizeof(put), "digest=sha256%%3A%s", l.digest + 7);
+    snprintf(put, sizeof(put), "digest=sha256%%3A%.64s", f.l.digest + 7);
 
     proxy_clear(a_proxy);
     snprintf(rule, sizeof(rule), "path=/v2/kt/xsrc/blobs/%s,method=GET,corrupt=777777,count=0",
-             l.digest);
+             f.l.digest);
     proxy_rule(a_proxy, rule);
 
     /* default: the destination checks the digest; kiln copies again hashing, and names the blob */
@@ -1162,7 +1190,7 @@ static void test_copy_corrupt(const char *a, const char *a_proxy, const char *b,
     snprintf(dst, sizeof(dst), "%s/kt/xbad:1", b_proxy);
     struct kiln_transfer_result res;
     int rc = copy_image(src, dst, false, 0, &res, &e);
-    ok(rc == -KILN_ENET && has(e, "copy '") && has(e, l.digest) && has(e, "digest mismatch"),
+    ok(rc == -KILN_ENET && has(e, "copy '") && has(e, f.l.digest) && has(e, "digest mismatch"),
        "copy: a source serving a corrupted blob: the copy fails, naming the blob");
     show("error", e);
     kiln_error_free(e);
@@ -1173,10 +1201,10 @@ static void test_copy_corrupt(const char *a, const char *a_proxy, const char *b,
            "copy: one final PUT of the layer, refused with 400");
     is_int(count_lines(b_log, "/v2/kt/xbad/blobs/uploads/", put), 1,
            "copy: the verifying second pass sent no final PUT");
-    no_error(kiln_registry_blob_head(rb, "kt/xbad", l.digest, NULL, &e), 0, &e,
+    no_error(kiln_registry_blob_head(f.rb, "kt/xbad", f.l.digest, NULL, &e), 0, &e,
              "copy: the bad layer is not stored at the destination");
     struct kiln_registry_manifest m = KILN_REGISTRY_MANIFEST_INIT;
-    no_error(kiln_registry_manifest_head(rb, "kt/xbad", "1", NULL, &m, &e), 0, &e,
+    no_error(kiln_registry_manifest_head(f.rb, "kt/xbad", "1", NULL, &m, &e), 0, &e,
              "copy: no tag was written at the destination");
     kiln_registry_manifest_release(&m);
 
@@ -1184,7 +1212,7 @@ static void test_copy_corrupt(const char *a, const char *a_proxy, const char *b,
     log_reset();
     snprintf(dst, sizeof(dst), "%s/kt/xbad2:1", b_proxy);
     rc = copy_image(src, dst, true, 0, &res, &e);
-    ok(rc == -KILN_ENET && has(e, "copy '") && has(e, l.digest) && has(e, "digest mismatch"),
+    ok(rc == -KILN_ENET && has(e, "copy '") && has(e, f.l.digest) && has(e, "digest mismatch"),
        "copy --verify: the corrupted blob fails the copy, naming the blob");
     show("error", e);
     kiln_error_free(e);
@@ -1194,7 +1222,7 @@ static void test_copy_corrupt(const char *a, const char *a_proxy, const char *b,
     is_int(count_lines(b_log, "/v2/kt/xbad2/blobs/uploads/", put), 0,
            "copy --verify: caught before the final PUT (none sent)");
     ok(!log_has("refused the digest"), "copy --verify: the destination never had to refuse it");
-    no_error(kiln_registry_manifest_head(rb, "kt/xbad2", "1", NULL, &m, &e), 0, &e,
+    no_error(kiln_registry_manifest_head(f.rb, "kt/xbad2", "1", NULL, &m, &e), 0, &e,
              "copy --verify: no tag was written at the destination");
     kiln_registry_manifest_release(&m);
 
@@ -1203,13 +1231,10 @@ static void test_copy_corrupt(const char *a, const char *a_proxy, const char *b,
     snprintf(dst, sizeof(dst), "%s/kt/xgood:1", b_proxy);
     no_error(copy_image(src, dst, true, 0, &res, &e), 0, &e,
              "copy --verify: the intact source copies");
-    is_str(res.digest, mdigest, "copy --verify: the destination names the source's digest");
-    get_and_compare(rb, "kt/xgood", &l, "copy --verify: the layer arrived intact");
+    is_str(res.digest, f.mdigest, "copy --verify: the destination names the source's digest");
+    get_and_compare(f.rb, "kt/xgood", &f.l, "copy --verify: the layer arrived intact");
 
-    kiln_registry_free(ra);
-    kiln_registry_free(rb);
-    blob_close(&l);
-    blob_close(&c);
+    fixture_close(&f);
 }
 
 /*
@@ -1224,16 +1249,11 @@ static void test_copy_cut(const char *a, const char *a_proxy, const char *a_log,
                           const char *b_proxy, const char *b_log)
 {
     struct kiln_error *e = NULL;
-    struct kiln_registry *ra = open_reg(a, NULL, NULL, 0, 2);
-    struct kiln_registry *rb = open_reg(b, NULL, NULL, 0, 2);
     const uint64_t chunk = 8 << 20, cut = 3 << 20;
     ok(chunk > KILN_TRANSFER_STREAM_BUFFER && cut > KILN_TRANSFER_STREAM_BUFFER,
        "cut: 8 MiB chunks and a 3 MiB cut are larger than the 2 MiB ring");
-    struct blob l, c;
-    make_blob(&l, "copy-cut-l", (20 << 20) + 4321, 71);
-    make_blob(&c, "copy-cut-c", 300, 72);
-    char mdigest[80];
-    push_image(ra, "kt/ysrc", "1", &c, &l, mdigest, "cut");
+    struct copy_fixture f;
+    fixture_open(&f, a, b, "copy-cut", (20 << 20) + 4321, 300, 71, "kt/ysrc", "cut");
     char src[256], dst[256], rule[256], range[64];
     snprintf(src, sizeof(src), "%s/kt/ysrc:1", a_proxy);
     snprintf(range, sizeof(range), "\"range\": \"bytes=%llu-\"", (unsigned long long)chunk);
@@ -1251,23 +1271,23 @@ static void test_copy_cut(const char *a, const char *a_proxy, const char *a_log,
                  (unsigned long long)cut);
         proxy_rule(b_proxy, rule);
         snprintf(dst, sizeof(dst), "%s/%s:1", b_proxy, repos[i]);
-        int before = count_lines3(a_log, range, l.digest + 7, "\"result\": 206");
-        int before_first =
-            count_lines3(a_log, "\"range\": \"bytes=0-8388607\"", l.digest + 7, "\"result\": 206");
+        int before = count_lines3(a_log, range, f.l.digest + 7, "\"result\": 206");
+        int before_first = count_lines3(a_log, "\"range\": \"bytes=0-8388607\"", f.l.digest + 7,
+                                        "\"result\": 206");
         log_reset();
         struct kiln_transfer_result res;
         snprintf(desc, sizeof(desc), "%s: the copy through a PATCH cut after 3 MiB completes",
                  label);
         no_error(copy_via(src, dst, vias[i], chunk, &res, &e), 0, &e, desc);
         snprintf(desc, sizeof(desc), "%s: the destination names the source's digest", label);
-        is_str(res.digest, mdigest, "%s", desc);
+        is_str(res.digest, f.mdigest, "%s", desc);
         snprintf(rule, sizeof(rule), "/v2/%s/blobs/uploads/", repos[i]);
         snprintf(desc, sizeof(desc), "%s: the proxy cut the second PATCH mid-body", label);
         is_int(wait_lines(b_log, rule, "\"cutbody\"", "\"body_read\": 3145728", 1), 1, "%s", desc);
         if (vias[i] == VIA_KERNEL) {
             snprintf(desc, sizeof(desc), "%s: the first chunk was a range of the source (206)",
                      label);
-            is_int(count_lines3(a_log, "\"range\": \"bytes=0-8388607\"", l.digest + 7,
+            is_int(count_lines3(a_log, "\"range\": \"bytes=0-8388607\"", f.l.digest + 7,
                                 "\"result\": 206") -
                        before_first,
                    1, "%s", desc);
@@ -1282,23 +1302,20 @@ static void test_copy_cut(const char *a, const char *a_proxy, const char *a_log,
         }
         snprintf(desc, sizeof(desc), "%s: the source got a Range request from 8388608 (206)",
                  label);
-        is_int(wait_lines(a_log, range, l.digest + 7, "\"result\": 206", before + 1) - before, 1,
+        is_int(wait_lines(a_log, range, f.l.digest + 7, "\"result\": 206", before + 1) - before, 1,
                "%s", desc);
         snprintf(desc, sizeof(desc), "%s: the destination has the right bytes", label);
-        get_and_compare(rb, repos[i], &l, desc);
+        get_and_compare(f.rb, repos[i], &f.l, desc);
         struct kiln_registry_manifest m = KILN_REGISTRY_MANIFEST_INIT;
         snprintf(desc, sizeof(desc), "%s: the tag is written", label);
-        no_error(kiln_registry_manifest_head(rb, repos[i], "1", NULL, &m, &e), 1, &e, desc);
+        no_error(kiln_registry_manifest_head(f.rb, repos[i], "1", NULL, &m, &e), 1, &e, desc);
         snprintf(desc, sizeof(desc), "%s: the tag names the source's digest", label);
-        is_str(m.digest, mdigest, "%s", desc);
+        is_str(m.digest, f.mdigest, "%s", desc);
         kiln_registry_manifest_release(&m);
     }
     proxy_clear(a_proxy);
     proxy_clear(b_proxy);
-    kiln_registry_free(ra);
-    kiln_registry_free(rb);
-    blob_close(&l);
-    blob_close(&c);
+    fixture_close(&f);
 }
 
 /*
@@ -1310,13 +1327,8 @@ static void test_copy_cut(const char *a, const char *a_proxy, const char *a_log,
 static void test_copy_kernel(const char *a, const char *a_proxy, const char *b)
 {
     struct kiln_error *e = NULL;
-    struct kiln_registry *ra = open_reg(a, NULL, NULL, 0, 2);
-    struct kiln_registry *rb = open_reg(b, NULL, NULL, 0, 2);
-    struct blob l, c;
-    make_blob(&l, "copy-kernel-l", (5 << 20) + 17, 81);
-    make_blob(&c, "copy-kernel-c", 500, 82);
-    char mdigest[80];
-    push_image(ra, "kt/ksrc", "1", &c, &l, mdigest, "kernel");
+    struct copy_fixture f;
+    fixture_open(&f, a, b, "copy-kernel", (5 << 20) + 17, 500, 81, "kt/ksrc", "kernel");
     char src[256], dst[256];
     snprintf(src, sizeof(src), "%s/kt/ksrc:1", a_proxy);
     struct kiln_transfer_result res;
@@ -1325,31 +1337,28 @@ static void test_copy_kernel(const char *a, const char *a_proxy, const char *b)
     snprintf(dst, sizeof(dst), "%s/kt/kdst:1", b);
     no_error(copy_via(src, dst, VIA_KERNEL, 0, &res, &e), 0, &e,
              "kernel: a copy between plain registries");
-    is_str(res.digest, mdigest, "kernel: the destination names the source's digest");
-    is_int((long long)res.bytes_in_kernel, (long long)(l.size + c.size),
+    is_str(res.digest, f.mdigest, "kernel: the destination names the source's digest");
+    is_int((long long)res.bytes_in_kernel, (long long)(f.l.size + f.c.size),
            "kernel: every byte of both blobs moved in the kernel");
-    get_and_compare(rb, "kt/kdst", &l, "kernel: the layer arrived intact");
+    get_and_compare(f.rb, "kt/kdst", &f.l, "kernel: the layer arrived intact");
 
     snprintf(dst, sizeof(dst), "%s/kt/kring:1", b);
     no_error(copy_via(src, dst, VIA_RING, 0, &res, &e), 0, &e, "kernel: the same with no_splice");
     is_int((long long)res.bytes_in_kernel, 0, "kernel: no_splice moves nothing in the kernel");
-    is_int((long long)res.bytes_transferred, (long long)(l.size + c.size),
+    is_int((long long)res.bytes_transferred, (long long)(f.l.size + f.c.size),
            "kernel: ... and transfers both blobs");
 
     proxy_rule(a_proxy, "path=/blobs/sha256:,method=GET,status=401,count=1");
     snprintf(dst, sizeof(dst), "%s/kt/koff:1", b);
     no_error(copy_via(src, dst, VIA_KERNEL, 0, &res, &e), 0, &e,
              "kernel: a source refusing the raw GET once: the copy completes");
-    is_str(res.digest, mdigest, "kernel: ... with the source's digest");
+    is_str(res.digest, f.mdigest, "kernel: ... with the source's digest");
     is_int((long long)res.bytes_in_kernel, 0,
            "kernel: ... and the kernel path off for every blob after it");
-    get_and_compare(rb, "kt/koff", &l, "kernel: the layer arrived intact through memory");
+    get_and_compare(f.rb, "kt/koff", &f.l, "kernel: the layer arrived intact through memory");
     proxy_clear(a_proxy);
 
-    kiln_registry_free(ra);
-    kiln_registry_free(rb);
-    blob_close(&l);
-    blob_close(&c);
+    fixture_close(&f);
 }
 
 /* ---- kiln copy --chunk-size ------------------------------------------------------------ */
@@ -1403,13 +1412,8 @@ static bool file_has(const char *path, const char *s)
 static void test_cli_chunk(const char *kiln, const char *a, const char *b)
 {
     struct kiln_error *e = NULL;
-    struct kiln_registry *ra = open_reg(a, NULL, NULL, 0, 2);
-    struct kiln_registry *rb = open_reg(b, NULL, NULL, 0, 2);
-    struct blob l, c;
-    make_blob(&l, "cli-l", (1 << 20) + 99, 81);
-    make_blob(&c, "cli-c", 200, 82);
-    char mdigest[80];
-    push_image(ra, "kt/clisrc", "1", &c, &l, mdigest, "cli");
+    struct copy_fixture f;
+    fixture_open(&f, a, b, "cli", (1 << 20) + 99, 200, 81, "kt/clisrc", "cli");
     char src[256], dst[256], out[600], errf[600];
     snprintf(src, sizeof(src), "%s/kt/clisrc:1", a);
     const char *sizes[] = {"1g", "4g", "4096m", "5g", "4097m", "0"};
@@ -1421,7 +1425,7 @@ static void test_cli_chunk(const char *kiln, const char *a, const char *b)
         const char *args[] = {"copy", "-q", "--chunk-size", sizes[i], src, dst, NULL};
         int st = run_kiln(kiln, args, out, errf);
         if (good) {
-            ok(st == 0 && file_has(out, mdigest),
+            ok(st == 0 && file_has(out, f.mdigest),
                "kiln copy --chunk-size %s: accepted, the image is copied (exit %d)", sizes[i], st);
         } else {
             char want[128];
@@ -1432,26 +1436,23 @@ static void test_cli_chunk(const char *kiln, const char *a, const char *b)
         }
         if ((st == 0) != good) {
             printf("#   stderr:\n");
-            FILE *f = fopen(errf, "re");
+            FILE *fp = fopen(errf, "re");
             char line[512];
-            while (f && fgets(line, sizeof(line), f))
+            while (fp && fgets(line, sizeof(line), fp))
                 printf("#     %s", line);
-            if (f)
-                fclose(f);
+            if (fp)
+                fclose(fp);
         }
         struct kiln_registry_manifest m = KILN_REGISTRY_MANIFEST_INIT;
-        int h = kiln_registry_manifest_head(rb, repo, "1", NULL, &m, &e);
-        ok(h == (good ? 1 : 0) && (!good || (m.digest && strcmp(m.digest, mdigest) == 0)),
+        int h = kiln_registry_manifest_head(f.rb, repo, "1", NULL, &m, &e);
+        ok(h == (good ? 1 : 0) && (!good || (m.digest && strcmp(m.digest, f.mdigest) == 0)),
            "kiln copy --chunk-size %s: %s", sizes[i],
            good ? "the destination names the source's digest" : "nothing written");
         kiln_error_free(e);
         e = NULL;
         kiln_registry_manifest_release(&m);
     }
-    kiln_registry_free(ra);
-    kiln_registry_free(rb);
-    blob_close(&l);
-    blob_close(&c);
+    fixture_close(&f);
 }
 
 /* ---- auth ----------------------------------------------------------------------------- */

@@ -464,6 +464,17 @@ start_worker() {
     [ -n "$WNAME" ]
 }
 
+# stop_worker: SIGTERM to $WPID, wait up to 30 s; its exit status (and WPID emptied)
+stop_worker() {
+    kill -TERM "$WPID" 2>/dev/null
+    i=0
+    while kill -0 "$WPID" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+    wait "$WPID" 2>/dev/null
+    _st=$?
+    WPID=
+    return $_st
+}
+
 # ---- 12b. kiln worker: more build workers on the same store, no API ---------------------------
 start_serve s6 "$D" --workers 1
 start_worker w1 --store "sqlite:$D/kiln.db" --data-dir "$T/dataw" --runtime runc --workers 1
@@ -544,10 +555,7 @@ wait_job "$JLA" 180
 PA=$PHASE
 wait_job "$JLB" 180
 is "$PA $PHASE" "Succeeded Succeeded" "both build"
-kill -TERM "$WPID" 2>/dev/null
-i=0
-while kill -0 "$WPID" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
-wait "$WPID" 2>/dev/null
+stop_worker
 is "$?" 0 "kiln worker stops on SIGTERM with status 0"
 stop_serve TERM
 is "$(grep " $T/dataw/" /proc/self/mounts | wc -l)" 0 "the worker left no mount behind"
@@ -594,12 +602,8 @@ api POST "/api/v1/jobs/$JAC/cancel"
 is "$CODE" 202 "cancel through kiln serve --workers 0: 202"
 wait_job "$JAC" 30
 is "$(jj -r '[.phase, .error] | @tsv')" "Cancelled	cancelled" "kiln worker cancels the build"
-kill -TERM "$WPID" 2>/dev/null
-i=0
-while kill -0 "$WPID" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
-wait "$WPID" 2>/dev/null
+stop_worker
 is "$?" 0 "kiln worker stops on SIGTERM with status 0"
-WPID=
 stop_serve TERM
 is "$SERVE_RC" 0 "kiln serve --workers 0 stops on SIGTERM with status 0"
 is "$(leftovers | tr '\n' ' ')" "" "no container, mount or build dir is left"

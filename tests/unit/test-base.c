@@ -9,29 +9,17 @@
 #include "build/base.h"
 
 #include <dirent.h>
-#include <ftw.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <sys/stat.h>
 
 #include "kiln/version.h"
 #include "oci/config.h"
+#include "util/fs.h"
 #include "util/strv.h"
 #include "tap.h"
 
 static char tmproot[] = "/tmp/kiln-test-base-XXXXXX";
-
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void rm_rf(const char *path)
-{
-    nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 static void write_file(const char *path, const char *data, size_t len, mode_t mode)
 {
@@ -425,6 +413,6 @@ int main(void)
     test_jupyterhub(fake);
     test_self(fake, fake_symlink);
     test_errors(fake);
-    rm_rf(tmproot);
+    kiln_fs_rm_rf_at(AT_FDCWD, tmproot, NULL);
     return tap_done();
 }
