@@ -596,10 +596,16 @@ static void test_continue(struct kiln_http *h)
     kiln_http_response_release(&r);
 }
 
-/* Open `src` (GET) and `dst` (PATCH of len bytes) and read the source's head. */
+/*
+ * Start the servers `src` and `dst`, open src (GET) and dst (PATCH of len
+ * bytes) and read the source's head. close_pair() undoes it, whatever
+ * succeeded.
+ */
 static bool open_pair(struct kiln_http *h, struct server *src, struct server *dst, uint64_t len,
                       struct kiln_raw **from, struct kiln_raw **to, struct kiln_error **e)
 {
+    server_start(src);
+    server_start(dst);
     struct kiln_http_response r;
     kiln_http_response_init(&r);
     _cleanup_free_ char *su = kiln_xasprintf("http://u:secret@127.0.0.1:%d/v2/src?q=1", src->port);
@@ -612,6 +618,18 @@ static bool open_pair(struct kiln_http *h, struct server *src, struct server *ds
     return good;
 }
 
+static void close_pair(struct server *src, struct server *dst, struct kiln_raw *from,
+                       struct kiln_raw *to, struct kiln_error **e)
+{
+    clear_err(e);
+    kiln_raw_free(from);
+    kiln_raw_free(to);
+    server_done(src);
+    server_done(dst);
+    free(src->head);
+    free(dst->head);
+}
+
 static void test_short_source(struct kiln_http *h)
 {
     const uint64_t len = (uint64_t)1 << 20;
@@ -619,8 +637,6 @@ static void test_short_source(struct kiln_http *h)
         kiln_xasprintf("HTTP/1.1 200 OK\r\nContent-Length: %llu\r\n\r\n", (unsigned long long)len);
     struct server src = {.answer = answer, .body_len = len, .body_cut = len / 2, .seed = 3};
     struct server dst = {.read_body = true};
-    server_start(&src);
-    server_start(&dst);
     struct kiln_raw *from = NULL, *to = NULL;
     struct kiln_error *e = NULL;
     uint64_t moved = 77;
@@ -636,14 +652,8 @@ static void test_short_source(struct kiln_http *h)
         ok(moved <= len / 2, "no more moved than the source sent (%llu)",
            (unsigned long long)moved);
     }
-    clear_err(&e);
-    kiln_raw_free(from);
-    kiln_raw_free(to);
-    server_done(&src);
-    server_done(&dst);
+    close_pair(&src, &dst, from, to, &e);
     is_int(src.sent, len / 2, "the source sent half");
-    free(src.head);
-    free(dst.head);
 }
 
 static void test_closing_destination(struct kiln_http *h, bool fin_first)
@@ -653,8 +663,6 @@ static void test_closing_destination(struct kiln_http *h, bool fin_first)
         kiln_xasprintf("HTTP/1.1 200 OK\r\nContent-Length: %llu\r\n\r\n", (unsigned long long)len);
     struct server src = {.answer = answer, .body_len = len, .seed = 5};
     struct server dst = {.drop_after_head = true, .fin_first = fin_first};
-    server_start(&src);
-    server_start(&dst);
     struct kiln_raw *from = NULL, *to = NULL;
     struct kiln_error *e = NULL;
     uint64_t moved = 0;
@@ -676,13 +684,7 @@ static void test_closing_destination(struct kiln_http *h, bool fin_first)
     sigemptyset(&set);
     pthread_sigmask(SIG_BLOCK, NULL, &set);
     ok(!sigismember(&set, SIGPIPE), "SIGPIPE not left blocked");
-    clear_err(&e);
-    kiln_raw_free(from);
-    kiln_raw_free(to);
-    server_done(&src);
-    server_done(&dst);
-    free(src.head);
-    free(dst.head);
+    close_pair(&src, &dst, from, to, &e);
 }
 
 static void test_cancel(struct kiln_http *h)
@@ -692,8 +694,6 @@ static void test_cancel(struct kiln_http *h)
         kiln_xasprintf("HTTP/1.1 200 OK\r\nContent-Length: %llu\r\n\r\n", (unsigned long long)len);
     struct server src = {.answer = answer, .body_len = len, .seed = 9};
     struct server dst = {.read_body = true};
-    server_start(&src);
-    server_start(&dst);
     struct kiln_raw *from = NULL, *to = NULL;
     struct kiln_error *e = NULL;
     struct progress pg = {.cancel_at = 2};
@@ -704,21 +704,13 @@ static void test_cancel(struct kiln_http *h)
         is_int(pg.calls, 2, "no progress call after the one that said stop");
         ok(moved < len, "stopped before the end (%llu)", (unsigned long long)moved);
     }
-    clear_err(&e);
-    kiln_raw_free(from);
-    kiln_raw_free(to);
-    server_done(&src);
-    server_done(&dst);
-    free(src.head);
-    free(dst.head);
+    close_pair(&src, &dst, from, to, &e);
 }
 
 static void test_stall(struct kiln_http *hs)
 {
     struct server src = {.answer = "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", .hang = true};
     struct server dst = {.read_body = true};
-    server_start(&src);
-    server_start(&dst);
     struct kiln_raw *from = NULL, *to = NULL;
     struct kiln_error *e = NULL;
     if (open_pair(hs, &src, &dst, 1000, &from, &to, &e)) {
@@ -728,13 +720,7 @@ static void test_stall(struct kiln_http *hs)
         rc_is(rc, -KILN_ETIMEOUT, &e, "a stalled source");
         ok(dt >= 900 && dt < 5000, "it ends after the stall time of 1 s (%lld ms)", (long long)dt);
     }
-    clear_err(&e);
-    kiln_raw_free(from);
-    kiln_raw_free(to);
-    server_done(&src);
-    server_done(&dst);
-    free(src.head);
-    free(dst.head);
+    close_pair(&src, &dst, from, to, &e);
 
     /* a server that reads the request and never answers */
     struct server mute = {.hang = true};
