@@ -444,6 +444,21 @@ static void test_verify(struct kiln_blobstore *bs)
 
 static volatile int race_stop;
 static int race_bad, race_reads;
+/* what went wrong, when something did: counts per kind and the first message */
+static int race_put, race_read, race_nlink, race_gc_err;
+static char race_msg[256];
+static pthread_mutex_t race_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void race_fail(int *kind, const char *what, struct kiln_error *e)
+{
+    __atomic_add_fetch(kind, 1, __ATOMIC_SEQ_CST);
+    __atomic_add_fetch(&race_bad, 1, __ATOMIC_SEQ_CST);
+    pthread_mutex_lock(&race_lock);
+    if (!race_msg[0])
+        snprintf(race_msg, sizeof(race_msg), "%s%s%s", what, e ? ": " : "", e ? e->msg : "");
+    pthread_mutex_unlock(&race_lock);
+    kiln_error_free(e);
+}
 
 static void *race_user(void *arg)
 {
@@ -452,8 +467,9 @@ static void *race_user(void *arg)
     char buf[4096], rb[4096], d[KILN_DIGEST_BUFSZ];
     while (!race_stop) {
         memset(buf, 'a' + (int)(rand_r(&seed) % 3), sizeof(buf));
-        if (kiln_blobstore_put(bs, buf, sizeof(buf), NULL, d, NULL) < 0) {
-            __atomic_add_fetch(&race_bad, 1, __ATOMIC_SEQ_CST);
+        struct kiln_error *e = NULL;
+        if (kiln_blobstore_put(bs, buf, sizeof(buf), NULL, d, &e) < 0) {
+            race_fail(&race_put, "put", e);
             continue;
         }
         int fd = kiln_blobstore_open_blob(bs, d, NULL, NULL);
@@ -462,10 +478,10 @@ static void *race_user(void *arg)
         struct timespec ts = {0, (long)(rand_r(&seed) % 2000000)};
         nanosleep(&ts, NULL);
         if (pread(fd, rb, sizeof(rb), 0) != (ssize_t)sizeof(rb) || memcmp(rb, buf, sizeof(rb)))
-            __atomic_add_fetch(&race_bad, 1, __ATOMIC_SEQ_CST);
+            race_fail(&race_read, "read back other bytes", NULL);
         struct stat st;
         if (fstat(fd, &st) < 0 || st.st_nlink == 0)
-            __atomic_add_fetch(&race_bad, 1, __ATOMIC_SEQ_CST); /* unlinked while read */
+            race_fail(&race_nlink, "unlinked while read", NULL);
         close(fd);
         __atomic_add_fetch(&race_reads, 1, __ATOMIC_SEQ_CST);
     }
@@ -477,8 +493,11 @@ static void *race_gc(void *arg)
     struct kiln_blobstore *bs = arg;
     struct kiln_blobstore_gc_options o = {.target_bytes = 0, .tmp_max_age_s = -1};
     while (!race_stop) {
-        if (kiln_blobstore_gc(bs, &o, NULL, NULL) < 0)
-            __atomic_add_fetch(&race_bad, 1, __ATOMIC_SEQ_CST);
+        struct kiln_error *e = NULL;
+        if (kiln_blobstore_gc(bs, &o, NULL, &e) < 0)
+            race_fail(&race_gc_err, "gc", e);
+        else
+            kiln_error_free(e);
         struct timespec ts = {0, 500000};
         nanosleep(&ts, NULL);
     }
@@ -501,6 +520,9 @@ static void test_race(struct kiln_blobstore *bs)
            "1.5 s of 4 threads writing/reading against 2 threads of gc to zero (any temp age): "
            "no failure, no blob unlinked while read (%d reads)",
            race_reads);
+    if (race_bad)
+        printf("#   put %d, read %d, unlinked %d, gc %d; first: %s\n", race_put, race_read,
+               race_nlink, race_gc_err, race_msg);
     struct kiln_blobstore_gc_options o = {.target_bytes = 0, .tmp_max_age_s = -1};
     is_int(kiln_blobstore_gc(bs, &o, NULL, NULL), 0, "final gc");
     ok(count_entries("blobs/sha256") == 0 && count_entries("tmp") == 0,
